@@ -45,7 +45,7 @@ class Problem:
     Attributes:
         where: The recipe key path it concerns, e.g. ``model.attention.name`` or ``loggers[0]``.
         what: What is wrong.
-        fix: How to fix it.
+        fix: How to fix it; empty when ``what`` already says it.
     """
 
     where: str
@@ -54,7 +54,7 @@ class Problem:
 
     def __str__(self) -> str:
         prefix = f"{self.where}: " if self.where else ""
-        return f"{prefix}{self.what}: {self.fix}"
+        return f"{prefix}{self.what}: {self.fix}" if self.fix else f"{prefix}{self.what}"
 
 
 def problems_error(header: str, problems: list[Problem], cls: type[CogframeError] = ConfigError) -> CogframeError:
