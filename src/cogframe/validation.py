@@ -44,8 +44,8 @@ def _node_problems(where: str, kind: str, node: Any, registries: Registries, tas
                                  supplied_later=(*spec.runtime_kwargs, *unset))
     reason = spec.unavailable_reason()
     if reason is not None:
-        problems.append(Problem(where, f"{spec.label} is not available here: {reason}",
-                                f"or pick another {kind} (`cogframe plugins` shows which are available)"))
+        problems.append(Problem(where, f"{spec.label} is not available here ({reason})",
+                                f"pick another {kind}; `cogframe plugins` shows what is available"))
     return problems
 
 

@@ -1,0 +1,131 @@
+"""The ``cogframe`` command line: argv in, exit status out.
+
+Each subcommand is one module exposing ``NAME``, ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``. Built-in ones are listed in :data:`COMMANDS`; plugins add more through the
+``register_commands`` hook. So adding a command is one small file plus one line here.
+
+Errors: a :class:`~cogframe.errors.CogframeError` (or an omegaconf error, a missing file, Ctrl-C)
+prints ``error: <message>`` on stderr and exits 2 (130 for Ctrl-C); ``--debug`` adds the traceback.
+Anything else is a bug: exit 1 with a request to rerun with ``--debug`` and report it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from typing import Any, Sequence
+
+from omegaconf.errors import OmegaConfBaseException
+
+from cogframe import __version__
+from cogframe.errors import CogframeError
+
+COMMANDS: tuple[str, ...] = (
+    "cogframe.cli.ls",
+    "cogframe.cli.plugins",
+    "cogframe.cli.validate",
+    "cogframe.cli.run",
+    "cogframe.cli.cp",
+    "cogframe.cli.env",
+    "cogframe.cli.plan",
+    "cogframe.cli.mask",
+)
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+_MEMBERS = ("NAME", "HELP", "add_arguments", "run")
+
+
+def _commands() -> list[tuple[str, Any]]:
+    """Returns ``(origin, command)`` for the built-in commands, then the plugins' ones."""
+    from cogframe.plugins import load
+
+    found = [("cogframe", importlib.import_module(module)) for module in COMMANDS]
+    found += [(plugin.origin, cmd) for plugin, cmd in load().commands()]
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the argparse parser with every built-in and plugin subcommand.
+
+    Raises:
+        CogframeError: A plugin command lacks one of NAME/HELP/add_arguments/run, or two commands
+            share a name.
+    """
+    parser = argparse.ArgumentParser(
+        prog="cogframe",
+        description="Train and sample CogVideo-style text-to-video transformers from recipes.",
+    )
+    parser.add_argument("--version", action="version", version=f"cogframe {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    seen: dict[str, str] = {}
+    for origin, cmd in _commands():
+        missing = [m for m in _MEMBERS if not hasattr(cmd, m)]
+        if missing:
+            raise CogframeError(
+                f"command {cmd!r} from {origin} lacks {', '.join(missing)}: a command needs NAME, HELP, "
+                "add_arguments(parser) and run(args) (see docs/plugins.md, register_commands)"
+            )
+        if cmd.NAME in seen:
+            raise CogframeError(
+                f"command '{cmd.NAME}' is defined twice: by {seen[cmd.NAME]} and by {origin}. Rename one, or "
+                "leave the plugin out via COGFRAME_PLUGINS"
+            )
+        seen[cmd.NAME] = origin
+        sub = subparsers.add_parser(cmd.NAME, help=cmd.HELP, description=cmd.HELP)
+        # SUPPRESS keeps a `cogframe --debug run ...` from being reset by the subparser's default.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        cmd.add_arguments(sub)
+        sub.set_defaults(_run=cmd.run)
+    return parser
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}: check the path (does it exist, is it writable?)"
+    if isinstance(exc, OmegaConfBaseException):
+        return f"{exc}. Fix the recipe key named above (`cogframe validate RECIPE` shows the resolved recipe)"
+    return str(exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``cogframe`` command line.
+
+    Args:
+        argv: Arguments without the program name; defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 success, 2 user error, 130 interrupted, 1 a bug.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Known before parsing, so errors while building the parser (plugin loading) honour it too.
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args._run(args) or EXIT_OK)
+    except SystemExit as exc:  # argparse: --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("error: interrupted (Ctrl-C); outputs written so far are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CogframeError, OmegaConfBaseException, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"error: internal error {type(exc).__name__}: {exc}. This is a bug in cogframe or a plugin: "
+            "rerun with --debug for the traceback and report it",
+            file=sys.stderr,
+        )
+        return EXIT_BUG

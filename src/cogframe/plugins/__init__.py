@@ -19,6 +19,21 @@ from cogframe.registry import Registries
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.loggers",
+    "cogframe.plugins.attention_naive",
+    "cogframe.plugins.attention_sdpa",
+    "cogframe.plugins.attention_swin3d",
+    "cogframe.plugins.attention_flex",
+    "cogframe.plugins.attention_xformers",
+    "cogframe.plugins.task_train",
+    "cogframe.plugins.tokenizer_sentencepiece",
+    "cogframe.plugins.vqvae",
+    "cogframe.plugins.dataset_moving_shapes",
+    "cogframe.plugins.dataset_video_folder",
+    "cogframe.plugins.frame_rate",
+    "cogframe.plugins.task_train_text_tokenizer",
+    "cogframe.plugins.task_train_vqvae",
+    "cogframe.plugins.task_export_dataset",
+    "cogframe.plugins.task_prepare",
 )
 
 _plugin_set: PluginSet | None = None

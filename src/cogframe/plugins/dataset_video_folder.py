@@ -6,6 +6,9 @@ Folder layout::
       captions.jsonl        # one JSON object per line: {"video": "<path relative to root>", "caption": "..."}
       clips/0001.mp4 ...
 
+A line may also carry ``"split": "train"`` or ``"val"`` (``export_dataset`` writes it); lines
+without one are assigned by a stable hash of the file name and ``val_fraction``.
+
 Clips are decoded with imageio (v3 API) when accessed and resized/centre-cropped to ``size``.
 Unusable entries are skipped and recorded in :attr:`VideoFolder.skip_log`: caption lines whose file
 is missing or whose JSON is malformed (found when the dataset is built), and files that cannot be
@@ -47,7 +50,8 @@ class VideoFolder:
         min_frames: Clips with fewer decoded frames are skipped (or raise when ``strict``).
         strict: Raise DataError on the first missing, malformed, unreadable or too-short entry.
         captions: Name of the captions file inside ``root``.
-        split: ``all``, or ``train``/``val`` chosen by a stable hash of each file name.
+        split: ``all``, or ``train``/``val``: a line's own ``"split"`` field, else a stable hash
+            of its file name.
         val_fraction: Share of files in ``val`` when splitting.
 
     Raises:
@@ -98,8 +102,12 @@ class VideoFolder:
                 self._skip(where, "malformed caption line",
                            f"expected {{\"video\": ..., \"caption\": ...}}: {type(exc).__name__}: {exc}")
                 continue
-            if split != "all" and _in_val_split(rel, val_fraction) != (split == "val"):
-                continue
+            if split != "all":
+                own = record.get("split") if isinstance(record, dict) else None
+                entry_split = own if own in ("train", "val") else (
+                    "val" if _in_val_split(rel, val_fraction) else "train")
+                if entry_split != split:
+                    continue
             if not caption:
                 self._skip(rel, "empty caption", where)
             elif Path(rel).suffix.lower() not in VIDEO_EXTENSIONS:

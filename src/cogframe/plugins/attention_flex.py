@@ -1,0 +1,167 @@
+"""Attention through ``torch.nn.attention.flex_attention`` with a block mask from the predicate.
+
+The block mask is built by ``create_block_mask`` from :meth:`MaskSpec.mask_mod`, the same
+vectorised predicate the dense masks come from, evaluated per (query row, key row) through the
+slot tables; no dense mask is ever passed in. ``text_bias`` is a ``score_mod``.
+
+Limits of torch's flex_attention that shape this backend:
+
+* On CPU it has a forward pass only; calling it with inputs that require grad raises
+  :class:`~cogframe.errors.UnavailableError` (use ``sdpa`` or ``swin3d`` to train on CPU).
+* Uncompiled (the default here) it materialises the scores like plain attention; it is exact and
+  handy for checking masks. ``compile=True`` wraps it in ``torch.compile`` for the fused,
+  block-sparse kernel (needs a working compiler toolchain, first call is slow).
+* It has no attention dropout; ``dropout_p > 0`` raises a ConfigError.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+
+import torch
+
+from cogframe.core.attention import check_attention_inputs, default_scale
+from cogframe.core.masks import MaskSpec
+from cogframe.errors import ConfigError, ShapeError, UnavailableError
+from cogframe.hookspecs import hookimpl
+from cogframe.registry import Capabilities, component
+
+__all__ = ["FlexAttention", "flex_unavailable_reason"]
+
+_COMPILED = None
+
+
+def flex_unavailable_reason() -> str | None:
+    """None when this torch has flex_attention, else why not and how to fix it."""
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except ImportError:
+        return (f"torch {torch.__version__} has no torch.nn.attention.flex_attention (it needs "
+                "torch >= 2.5): upgrade torch, or use the sdpa or swin3d attention")
+    return None
+
+
+def _flex_functions(compiled: bool):
+    """``(flex_attention, create_block_mask)``, the former compiled once per process if asked."""
+    global _COMPILED
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    if not compiled:
+        return flex_attention, create_block_mask
+    if _COMPILED is None:
+        _COMPILED = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED, create_block_mask
+
+
+def _bounded(mod, q_len: int, kv_len: int):
+    """Clamp row indices before they reach the slot tables.
+
+    Compiled kernels evaluate the mask over whole 128-wide blocks, so a length that is not a
+    multiple of the block size can produce row indices past the end; clamping keeps the lookups
+    in range and ``kv_idx < kv_len`` keeps any such key masked.
+    """
+
+    def bounded(b, h, q_idx, kv_idx):
+        inside = kv_idx < kv_len
+        return inside & mod(b, h, q_idx.clamp(max=q_len - 1), kv_idx.clamp(max=kv_len - 1))
+
+    return bounded
+
+
+@component(
+    "attention",
+    "flex",
+    description="torch flex_attention with a block mask from the mask predicate (forward-only on CPU).",
+    available=flex_unavailable_reason,
+    capabilities=Capabilities(
+        devices=("cpu", "cuda"), dtypes=("float32", "float64", "bfloat16", "float16"),
+        backward=False, masks=None,
+        extra={"backward_devices": ("cuda",), "dropout": False, "compile": "optional"},
+    ),
+)
+class FlexAttention:
+    """flex_attention backend; exact for every mask and any sequence length.
+
+    Args:
+        compile: Run ``torch.compile(flex_attention)`` (the fused block-sparse kernel) instead of
+            the eager reference implementation.
+        cache_size: How many block masks to keep, keyed by mask, slots and text padding; the
+            layers of one forward share a mask per parity, so a small cache saves rebuilding it
+            in every layer. 0 disables caching.
+    """
+
+    def __init__(self, compile: bool = False, cache_size: int = 4):
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.compile = bool(compile)
+        self.cache_size = cache_size
+        self._block_masks: OrderedDict[tuple, object] = OrderedDict()
+
+    def __call__(self, q, k, v, mask: MaskSpec, q_slots, k_slots, text_valid=None, *,
+                 scale=None, dropout_p=0.0, text_bias=0.0):
+        check_attention_inputs(q, k, v, q_slots, k_slots)
+        self._check_supported(q, k, v, dropout_p)
+        flex_attention, create_block_mask = _flex_functions(self.compile)
+        if text_valid is not None:
+            text_valid = mask.layout.check_text_valid(text_valid, device=q.device)
+            if text_valid.shape[0] not in (1, q.shape[0]):
+                raise ShapeError(
+                    f"text_valid has batch {text_valid.shape[0]} but q has batch {q.shape[0]}: "
+                    "dimension 0 must match (or be 1 to share one padding pattern)."
+                )
+        block_mask = self._block_mask(create_block_mask, mask, q_slots, k_slots, text_valid,
+                                      q.shape[0])
+        score_mod = None
+        if text_bias:
+            is_text_key = k_slots < mask.layout.text_len
+            bias = float(text_bias)
+            last = k_slots.numel() - 1
+
+            def score_mod(score, b, h, q_idx, kv_idx):
+                return score + torch.where(is_text_key[kv_idx.clamp(max=last)], bias, 0.0)
+
+        with warnings.catch_warnings():
+            # Eager flex warns that it is unfused; that is this backend's documented default.
+            warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+            return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask,
+                                  scale=default_scale(q, scale))
+
+    @staticmethod
+    def _check_supported(q, k, v, dropout_p) -> None:
+        if dropout_p:
+            raise ConfigError(
+                f"the flex attention backend has no attention dropout (got dropout_p={dropout_p}): "
+                "set the attention dropout to 0, or use the sdpa or swin3d attention"
+            )
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if needs_grad and q.device.type == "cpu":
+            raise UnavailableError(
+                f"flex_attention has no CPU backward in torch {torch.__version__}; use sdpa or "
+                "swin3d for training on CPU (or run flex under torch.no_grad() for inference)"
+            )
+
+    def _block_mask(self, create_block_mask, mask, q_slots, k_slots, text_valid, batch):
+        """The BlockMask of this call, from the cache when the same call was seen before."""
+        key = (mask, str(q_slots.device), q_slots.cpu().numpy().tobytes(),
+               k_slots.cpu().numpy().tobytes(),
+               None if text_valid is None else (tuple(text_valid.shape),
+                                                text_valid.cpu().numpy().tobytes()))
+        if key in self._block_masks:
+            self._block_masks.move_to_end(key)
+            return self._block_masks[key]
+        # One padding pattern (or none) is shared by the batch: build the mask once (B=None).
+        shared = text_valid is None or text_valid.shape[0] == 1
+        mod = _bounded(mask.mask_mod(q_slots, k_slots, text_valid), q_slots.numel(), k_slots.numel())
+        block_mask = create_block_mask(mod, None if shared else batch, None, q_slots.numel(),
+                                       k_slots.numel(), device=q_slots.device)
+        if self.cache_size:
+            self._block_masks[key] = block_mask
+            while len(self._block_masks) > self.cache_size:
+                self._block_masks.popitem(last=False)
+        return block_mask
+
+
+@hookimpl
+def register_components():
+    return [FlexAttention]

@@ -1,0 +1,262 @@
+"""Task ``prepare``: tokenise a dataset into resumable token shards (format: :mod:`cogframe.core.shards`).
+
+For every clip: the frame-rate sampler picks a rate and 5 frames, the text tokenizer encodes
+``prefix <n> caption`` into ``text_len`` left-padded slots, and the image tokenizer turns each
+frame into a token grid. Samples are grouped into shards of ``shard_size`` dataset entries.
+
+Resuming: shard ``k`` always covers entries ``[k * shard_size, (k + 1) * shard_size)`` and every
+random choice is seeded by ``(seed, split, entry)``, so a finished shard (``.done`` marker with the
+same settings fingerprint) is skipped on re-run and the result is identical to an uninterrupted
+run. A shard whose marker has another fingerprint (the recipe changed) is an error unless
+``overwrite: true``.
+
+Recipe keys::
+
+    output_dir: runs/tiny/shards
+    seed: 0
+    text_len: 16
+    shard_size: 256
+    encode_batch: 256          # frames per image-tokenizer call
+    overwrite: false
+    dataset: {name: moving_shapes}
+    splits: {train: {split: train}, val: {split: val, num_clips: 64}}
+    text_tokenizer: {name: sentencepiece, model_path: ..., id_offset: 256}
+    image_tokenizer: {name: vqvae, path: ...}
+    frame_rate_sampler: {name: lowest_fps}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from cogframe.core.atomic import atomic_write_json
+from cogframe.core.datasets import SkipLog, SkippedEntry
+from cogframe.core.shards import MANIFEST_FILE, SHARD_FORMAT, SHARD_VERSION, read_marker, shard_name, write_shard
+from cogframe.errors import ConfigError, DataError
+from cogframe.hookspecs import hookimpl
+from cogframe.plugins._task_helpers import build_split, output_dir, split_names, validate_splits
+from cogframe.registry import Registries, component
+
+__all__ = ["PrepareTask"]
+
+_SETTINGS = {"text_len": 16, "shard_size": 256, "encode_batch": 256, "overwrite": False, "threads": 0}
+
+
+def _file_stamp(value: Any) -> Any:
+    """Size + mtime of files (or folder contents) named by a config value, so retraining a
+    tokenizer in place changes the fingerprint; other values are returned unchanged."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value)
+    try:
+        if path.is_file():
+            st = path.stat()
+            return [value, st.st_size, st.st_mtime_ns]
+        if path.is_dir():
+            return [value] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(path.iterdir())
+                              if p.is_file() and not p.name.startswith(".")]
+    except OSError:
+        pass
+    return value
+
+
+def _fingerprint(parts: dict[str, Any]) -> str:
+    def stamp(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: stamp(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [stamp(v) for v in obj]
+        return _file_stamp(obj)
+
+    return hashlib.sha256(json.dumps(stamp(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _node(cfg: DictConfig, key: str) -> dict:
+    return OmegaConf.to_container(cfg[key], resolve=True)
+
+
+@component("task", "prepare", description="Tokenise a dataset into train/val token shards (resumable).")
+class PrepareTask:
+    """Turns a clip dataset into token shards for training."""
+
+    slots = {"dataset": "dataset", "text_tokenizer": "text_tokenizer", "image_tokenizer": "image_tokenizer",
+             "frame_rate_sampler": "frame_rate_sampler"}
+
+    def validate(self, cfg: DictConfig, registries: Registries) -> None:
+        """Checks the split keywords and the numeric settings."""
+        validate_splits(cfg, registries)
+        for key in ("text_tokenizer", "image_tokenizer", "frame_rate_sampler"):
+            if cfg.get(key) is None:
+                raise ConfigError(f"prepare needs '{key}' in the recipe (a {key} node with a name).")
+        self._settings(cfg)
+
+    @staticmethod
+    def _settings(cfg: DictConfig) -> dict:
+        s = {k: cfg.get(k, default) for k, default in _SETTINGS.items()}
+        for key in ("text_len", "shard_size", "encode_batch"):
+            if not isinstance(s[key], int) or s[key] < 1:
+                raise ConfigError(f"prepare {key} must be a positive integer, got {s[key]!r}.")
+        return s
+
+    def run(self, cfg: DictConfig, registries: Registries) -> None:
+        """Writes the shards of every split, then ``manifest.json``; prints a skipped-entry report."""
+        s = self._settings(cfg)
+        out = output_dir(cfg)
+        seed = int(cfg.get("seed", 0))
+        if s["threads"]:
+            torch.set_num_threads(int(s["threads"]))
+        text_tok = registries.build("text_tokenizer", cfg.text_tokenizer)
+        image_tok = registries.build("image_tokenizer", cfg.image_tokenizer)
+        sampler = registries.build("frame_rate_sampler", cfg.frame_rate_sampler)
+        if hasattr(image_tok, "eval"):
+            image_tok.eval()
+        if text_tok.id_offset < image_tok.codebook_size:
+            raise ConfigError(
+                f"text ids would overlap image ids: text_tokenizer.id_offset is {text_tok.id_offset} but the image "
+                f"tokenizer has {image_tok.codebook_size} codes; set text_tokenizer.id_offset: {image_tok.codebook_size}.")
+        manifest: dict[str, Any] = {
+            "format": SHARD_FORMAT, "version": SHARD_VERSION, "text_len": s["text_len"],
+            "image_vocab_size": image_tok.codebook_size, "text_vocab_size": text_tok.vocab_size,
+            "text_id_offset": text_tok.id_offset,
+            "special_ids": {"boi": text_tok.boi_id, "sep": text_tok.sep_id, "pad": text_tok.pad_id},
+            "sources": {k: _node(cfg, k) for k in ("text_tokenizer", "image_tokenizer", "frame_rate_sampler")},
+            "splits": {},
+        }
+        reports = []
+        for split in split_names(cfg):
+            dataset = build_split(cfg, registries, split)
+            fingerprint = _fingerprint({"dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+                                        "split": OmegaConf.to_container(cfg.get("splits", {}), resolve=True).get(split),
+                                        "seed": seed, "text_len": s["text_len"], "shard_size": s["shard_size"],
+                                        **manifest["sources"]})
+            split_info, log, shape = self._prepare_split(split, dataset, out, fingerprint, seed, s,
+                                                         text_tok, image_tok, sampler)
+            manifest["splits"][split] = split_info
+            if shape is not None:
+                manifest.setdefault("num_frames", shape[0])
+                manifest.setdefault("grid", list(shape[1:]))
+            total = getattr(dataset, "total_entries", len(dataset))
+            reports.append(log.summary(f"prepare {split} ({cfg.dataset.name})", total))
+        if "num_frames" not in manifest:
+            raise DataError("prepare produced no samples at all (every entry was skipped); see the report above "
+                            "and fix the dataset.")
+        atomic_write_json(out / MANIFEST_FILE, manifest)
+        for report in reports:
+            print(report)
+        counts = ", ".join(f"{k}: {v['num_samples']} samples in {len(v['shards'])} shards"
+                           for k, v in manifest["splits"].items())
+        print(f"token shards in {out} ({counts}); manifest {out / MANIFEST_FILE}")
+
+    def _prepare_split(self, split, dataset, out: Path, fingerprint: str, seed: int, s: dict,
+                       text_tok, image_tok, sampler) -> tuple[dict, SkipLog, tuple | None]:
+        size = s["shard_size"]
+        count = len(dataset)
+        # Skips found while building the dataset (missing files, malformed lines); skips found while
+        # decoding are attributed to the shard they fall in and stored in its marker.
+        log = SkipLog(getattr(dataset, "skip_log", None) or ())
+        shards, shape, reused = [], None, 0
+        bar = tqdm(total=count, desc=f"prepare {split}", unit="clip", file=sys.stderr)
+        for number in range(math.ceil(count / size)):
+            path = out / shard_name(split, number)
+            entries = range(number * size, min(count, (number + 1) * size))
+            marker = read_marker(path)
+            if marker is not None and marker.get("fingerprint") == fingerprint:
+                reused += 1
+                bar.update(len(entries))
+                skipped = [SkippedEntry.from_dict(d) for d in marker.get("skipped", [])]
+            else:
+                if marker is not None and not s["overwrite"]:
+                    raise DataError(
+                        f"{path} was made with different settings (fingerprint {marker.get('fingerprint')} != "
+                        f"{fingerprint}); use a new output_dir, delete the old shards, or set overwrite: true.")
+                marker, skipped = self._write_shard(path, split, dataset, entries, fingerprint, seed, s,
+                                                    text_tok, image_tok, sampler, bar)
+            if marker["num_samples"]:
+                sample_shape = tuple(marker["sample_shape"])
+                if shape is not None and sample_shape != shape:
+                    raise DataError(f"{path} holds samples of shape {list(sample_shape)} but earlier shards have "
+                                    f"{list(shape)}; give the dataset a fixed size and re-run with overwrite: true.")
+                shape = sample_shape
+            log.extend(skipped)
+            shards.append({"file": path.name, "num_samples": int(marker["num_samples"])})
+        bar.close()
+        if reused:
+            print(f"prepare {split}: reused {reused} finished shard(s) from an earlier run", file=sys.stderr)
+        info = {"num_samples": sum(x["num_samples"] for x in shards), "shards": shards, "skipped": len(log),
+                "fingerprint": fingerprint}
+        return info, log, shape
+
+    def _write_shard(self, path: Path, split: str, dataset, entries: range, fingerprint: str, seed: int, s: dict,
+                     text_tok, image_tok, sampler, bar) -> tuple[dict, list[SkippedEntry]]:
+        strict = bool(getattr(dataset, "strict", False))
+        dataset_log = getattr(dataset, "skip_log", None)
+        before = len(dataset_log) if dataset_log is not None else 0
+        own_skips: list[SkippedEntry] = []
+        texts, valids, frame_sets, fps, kept, captions, prefixes = [], [], [], [], [], [], []
+        for index in entries:
+            clip = dataset[index]
+            bar.update(1)
+            if clip is None:
+                continue  # the dataset recorded why
+            rng = random.Random(f"{seed}:{split}:{index}")
+            try:
+                choice = sampler(clip.num_frames, clip.fps, rng)
+                ids, valid = text_tok.encode_prompt(clip.caption, s["text_len"], prefix=choice.prefix)
+            except DataError as exc:
+                if strict:
+                    raise
+                own_skips.append(SkippedEntry(clip.metadata.get("path", clip.source), "unusable for prepare",
+                                              str(exc)[:200]))
+                continue
+            texts.append(ids)
+            valids.append(valid)
+            frame_sets.append(clip.frames[choice.frame_indices])
+            fps.append(choice.fps)
+            kept.append(index)
+            captions.append(clip.caption)
+            prefixes.append(choice.prefix)
+        skipped = (list(dataset_log.entries[before:]) if dataset_log is not None else []) + own_skips
+        tokens = self._encode_frames(frame_sets, image_tok, s["encode_batch"])
+        n = len(kept)
+        tensors = {
+            "text": torch.stack(texts).to(torch.int32) if n else torch.zeros(0, s["text_len"], dtype=torch.int32),
+            "text_valid": torch.stack(valids) if n else torch.zeros(0, s["text_len"], dtype=torch.bool),
+            "frames": tokens.to(torch.int32),
+            "fps": torch.tensor(fps, dtype=torch.float32),
+            "index": torch.tensor(kept, dtype=torch.int64),
+        }
+        marker = {"fingerprint": fingerprint, "num_samples": n, "sample_shape": list(tokens.shape[1:]),
+                  "entries": [entries.start, entries.stop], "skipped": [e.to_dict() for e in skipped]}
+        write_shard(path, tensors, {"captions": json.dumps(captions), "prefixes": json.dumps(prefixes)}, marker)
+        return marker, skipped
+
+    @staticmethod
+    def _encode_frames(frame_sets: list[np.ndarray], image_tok, batch: int) -> torch.Tensor:
+        """``n`` clips of ``[T, H, W, 3]`` uint8 -> ``[n, T, h, w]`` long tokens."""
+        if not frame_sets:
+            return torch.zeros(0, 0, 0, 0, dtype=torch.long)
+        shapes = {f.shape for f in frame_sets}
+        if len(shapes) > 1:
+            raise DataError(f"sampled clips have different shapes {sorted(shapes)}; give the dataset a fixed 'size' "
+                            "and a frame-rate sampler with a fixed frame count.")
+        num_frames = frame_sets[0].shape[0]
+        flat = torch.from_numpy(np.stack(frame_sets)).flatten(0, 1).permute(0, 3, 1, 2)
+        codes = torch.cat([image_tok.encode(flat[i:i + batch].float() / 255.0)
+                           for i in range(0, flat.shape[0], batch)]).cpu()
+        return codes.view(len(frame_sets), num_frames, *codes.shape[1:])
+
+
+@hookimpl
+def register_components():
+    return [PrepareTask]

@@ -1,0 +1,148 @@
+"""Task ``train``: text-to-image pretraining and CogVideo stage 1 / stage 2 training.
+
+Recipe keys (see recipes/tiny/stage1.yaml for a complete one)::
+
+    task: train
+    output_dir: runs/tiny/stage1
+    model: {preset, overrides, attention: {spatial, temporal}, init: {from, freeze_inherited}}
+    text_tokenizer: {name: sentencepiece, model_path: ..., id_offset: 256}   # for [BOI] and vocab checks
+    data: {shards: runs/tiny/shards_video, train_split: train, val_split: val}
+    train: {steps, batch_size, lr, ..., see core.train.TrainSettings}
+    distributed: {param_dtype: bfloat16, reduce_dtype: float32}               # FSDP2 under torchrun
+    loggers: [{name: stdout}, {name: jsonl, path: ...}]
+    resume: false
+
+Under ``cogframe run --nproc N`` the same task runs in every process: the model is built on the
+meta device and sharded with FSDP2; rank 0 provides the initial weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cogframe.errors import ConfigError
+from cogframe.hookspecs import hookimpl
+from cogframe.recipe_model import MODEL_SLOTS, build_model_from_recipe, model_config_from_recipe
+from cogframe.registry import Registries, component
+
+__all__ = ["TrainTask", "train_settings"]
+
+
+def train_settings(cfg: DictConfig):
+    """The recipe's ``train:`` section as TrainSettings (unknown keys named with the valid ones)."""
+    from cogframe.core.train import TrainSettings
+
+    node = OmegaConf.to_container(cfg.get("train") or {}, resolve=True)
+    known = {f.name for f in dataclasses.fields(TrainSettings)}
+    unknown = sorted(set(node) - known)
+    if unknown:
+        raise ConfigError(f"unknown train keys: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+    missing = [k for k in ("steps", "batch_size") if k not in node]
+    if missing:
+        raise ConfigError(f"train.{missing[0]} is required (e.g. train.{missing[0]}=8).")
+    return TrainSettings(**node)
+
+
+@component("task", "train", description="Train a text-to-image model or a CogVideo stage from token shards.")
+class TrainTask:
+    """Train the recipe's model on prepared token shards."""
+
+    slots = {**MODEL_SLOTS, "text_tokenizer": "text_tokenizer", "loggers": "logger"}
+
+    def validate(self, cfg: DictConfig, registries: Registries) -> None:
+        """Model config, train settings and tokenizer/model vocabulary agreement."""
+        config = model_config_from_recipe(cfg)
+        train_settings(cfg)
+        if OmegaConf.select(cfg, "data.shards") is None:
+            raise ConfigError("the train task needs data.shards: the folder written by a prepare "
+                              "recipe (e.g. `cogframe run tiny/prepare_video`).")
+        if OmegaConf.select(cfg, "output_dir") is None:
+            raise ConfigError("the train task needs output_dir (where checkpoints and the final "
+                              "model.safetensors go).")
+        del config
+
+    def run(self, cfg: DictConfig, registries: Registries) -> None:
+        """Build data, model, loggers and context, then call core.train.train."""
+        from cogframe.core.batches import StepBatches
+        from cogframe.core.distributed import DistributedContext
+        from cogframe.core.shards import ShardDataset
+        from cogframe.core.train import train
+
+        settings = train_settings(cfg)
+        config = model_config_from_recipe(cfg)
+        tokenizer = registries.build("text_tokenizer", cfg.text_tokenizer)
+        self._check_agreement(config, tokenizer, cfg)
+        dist_cfg = cfg.get("distributed") or {}
+        ctx = DistributedContext.from_environment(
+            settings.device, dist_cfg.get("param_dtype", "bfloat16"),
+            dist_cfg.get("reduce_dtype", "float32"))
+        if ctx.device.type == "cpu" and "COGFRAME_THREADS" in os.environ:
+            torch.set_num_threads(int(os.environ["COGFRAME_THREADS"]))
+        torch.manual_seed(settings.seed)
+        if ctx.distributed:
+            # Build the real weights once on rank 0; every rank shards a meta-device copy.
+            if ctx.is_main:
+                ctx.initial_state = build_model_from_recipe(cfg, registries).state_dict()
+            # The meta model is frozen by the same recipe rule as the materialised one.
+            model = build_model_from_recipe(cfg, registries, device="meta")
+        else:
+            model = build_model_from_recipe(cfg, registries)
+        shards = Path(str(cfg.data.shards))
+        data = ShardDataset(shards, str(cfg.data.get("train_split", "train")))
+        self._check_shards(config, data, shards)
+        val_split = cfg.data.get("val_split", "val")
+        val = None
+        if val_split and settings.eval_every:
+            val = StepBatches(ShardDataset(shards, str(val_split)), settings.batch_size,
+                              shuffle=False)
+        loggers = [registries.build("logger", node) for node in (cfg.get("loggers") or [])]
+        result = train(
+            model, settings, StepBatches(data, settings.batch_size, grad_accum=settings.grad_accum,
+                                         seed=settings.seed),
+            boi_id=tokenizer.boi_id, run_dir=str(cfg.output_dir), val_data=val, loggers=loggers,
+            recipe=OmegaConf.to_container(cfg, resolve=True), resume=bool(cfg.get("resume", False)),
+            ctx=ctx,
+        )
+        ctx.print(f"finished at step {result.step}: train loss {result.train_loss:.4f}"
+                  + (f", val loss {result.val_loss:.4f}" if result.val_loss is not None else "")
+                  + f"; weights in {Path(str(cfg.output_dir)) / 'model.safetensors'}")
+
+    @staticmethod
+    def _check_agreement(config, tokenizer, cfg) -> None:
+        if tokenizer.vocab_size > config.vocab_size:
+            raise ConfigError(
+                f"the text tokenizer needs ids up to {tokenizer.vocab_size - 1}, but the model's "
+                f"vocabulary has {config.vocab_size} rows. Raise model.overrides.vocab_size to "
+                f"at least {tokenizer.vocab_size}."
+            )
+        if tokenizer.id_offset < config.image_vocab_size:
+            raise ConfigError(
+                f"text ids start at {tokenizer.id_offset} but image ids run to "
+                f"{config.image_vocab_size - 1}: set text_tokenizer.id_offset to "
+                f"{config.image_vocab_size} so text and image ids do not collide."
+            )
+
+    @staticmethod
+    def _check_shards(config, data, root) -> None:
+        layout = config.layout
+        if data.text_len != layout.text_len:
+            raise ConfigError(f"shards in {root} have text_len {data.text_len} but the model "
+                              f"layout has {layout.text_len}; re-run prepare with the model's "
+                              "text_len or override model.overrides.layout.text_len.")
+        if data.num_frames != layout.frames or tuple(data.grid) != (layout.frame_height,
+                                                                    layout.frame_width):
+            raise ConfigError(
+                f"shards in {root} hold {data.num_frames} frames of {data.grid[0]}x{data.grid[1]} "
+                f"tokens but the model layout expects {layout.frames} of "
+                f"{layout.frame_height}x{layout.frame_width}; prepare shards for this layout."
+            )
+
+
+@hookimpl
+def register_components():
+    return [TrainTask]

@@ -1,0 +1,226 @@
+"""``sentencepiece``: the text tokenizer (kind ``text_tokenizer``), icetk-style id space.
+
+icetk puts image tokens first and text after them: text id = sentencepiece id + 20000 (spec §1.3,
+§10.2). :class:`SentencePieceTokenizer` generalises that with ``id_offset``: every id it returns or
+accepts is GLOBAL (piece id + ``id_offset``), so a model whose image vocabulary is the VQ codebook
+can use ``id_offset = codebook_size`` and one shared embedding table of
+``vocab_size = id_offset + piece_count`` rows.
+
+Special pieces (added as user-defined symbols when training with :meth:`train`):
+
+* ``<boi>`` — begin-of-image, the BOI token before the frame tokens;
+* ``<n>`` — the separator after the frame-rate/duration prefix (``"4.0s" <n> caption``);
+* ``<pad>`` — left padding of the text slots.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from cogframe.core.atomic import atomic_write_bytes
+from cogframe.errors import ConfigError, DataError, ShapeError
+from cogframe.hookspecs import hookimpl
+from cogframe.registry import component
+
+__all__ = ["BOI_PIECE", "PAD_PIECE", "SEP_PIECE", "SentencePieceTokenizer"]
+
+BOI_PIECE = "<boi>"
+SEP_PIECE = "<n>"
+PAD_PIECE = "<pad>"
+SPECIAL_PIECES = (BOI_PIECE, SEP_PIECE, PAD_PIECE)
+
+
+@component("text_tokenizer", "sentencepiece",
+           description="SentencePiece model; ids offset past the image codebook (icetk style).")
+class SentencePieceTokenizer:
+    """Text <-> ids with a SentencePiece ``.model``; all ids are global (piece id + ``id_offset``).
+
+    Args:
+        model_path: The ``.model`` file (trained by :meth:`train` or any SentencePiece model that has
+            ``<boi>``, ``<n>`` and ``<pad>`` pieces).
+        id_offset: Added to every piece id (icetk: 20000, the image vocabulary size).
+        truncate: In :meth:`encode_prompt`, cut captions that do not fit instead of raising.
+
+    Raises:
+        DataError: The model file is missing or unreadable.
+        ConfigError: The model lacks one of the special pieces, or ``id_offset`` is negative.
+    """
+
+    def __init__(self, model_path: str, id_offset: int = 0, truncate: bool = False) -> None:
+        import sentencepiece as spm
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise DataError(f"no SentencePiece model at {path}; train one with `cogframe run tiny/text_tokenizer` "
+                            "or set text_tokenizer.model_path to an existing .model file.")
+        if int(id_offset) < 0:
+            raise ConfigError(f"id_offset must be >= 0, got {id_offset}.")
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.load(str(path))
+        except (OSError, RuntimeError) as exc:
+            raise DataError(f"cannot load SentencePiece model {path} ({exc}); the file is corrupt or not a "
+                            "SentencePiece model, re-train it.") from exc
+        self.model_path = path
+        self._offset = int(id_offset)
+        self.truncate = bool(truncate)
+        self._special = {}
+        for piece in SPECIAL_PIECES:
+            piece_id = self._sp.piece_to_id(piece)
+            if piece_id == self._sp.unk_id() and piece != self._sp.id_to_piece(piece_id):
+                raise ConfigError(
+                    f"SentencePiece model {path} has no {piece} piece; train it with "
+                    f"SentencePieceTokenizer.train (which adds {', '.join(SPECIAL_PIECES)}) or add them as "
+                    "user_defined_symbols.")
+            self._special[piece] = piece_id + self._offset
+
+    # ---- id space -------------------------------------------------------------------------------
+    @property
+    def piece_count(self) -> int:
+        """Number of pieces in the SentencePiece model."""
+        return self._sp.get_piece_size()
+
+    @property
+    def id_offset(self) -> int:
+        """Global id of piece 0."""
+        return self._offset
+
+    @property
+    def vocab_size(self) -> int:
+        """Embedding rows needed for all text ids: ``id_offset + piece_count``."""
+        return self._offset + self.piece_count
+
+    @property
+    def boi_id(self) -> int:
+        """Global id of ``<boi>``."""
+        return self._special[BOI_PIECE]
+
+    @property
+    def sep_id(self) -> int:
+        """Global id of ``<n>``, the separator after the frame-rate prefix."""
+        return self._special[SEP_PIECE]
+
+    @property
+    def pad_id(self) -> int:
+        """Global id of ``<pad>``, used for left padding."""
+        return self._special[PAD_PIECE]
+
+    # ---- text <-> ids ---------------------------------------------------------------------------
+    def normalize(self, text: str) -> str:
+        """The text :meth:`decode` returns for ``encode(text)``: SentencePiece's normalisation
+        (NFKC, runs of spaces collapsed, ends stripped) when every character is in the vocabulary."""
+        return self._sp.normalize(text).replace("\u2581", " ").strip()
+
+    def encode(self, text: str) -> list[int]:
+        """Global ids of ``text`` (no BOI, no padding)."""
+        return [i + self._offset for i in self._sp.encode(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of global ids; ``<pad>`` ids are dropped, ids outside the text range raise ShapeError."""
+        pieces = []
+        for i in (int(x) for x in ids):
+            if i == self.pad_id:
+                continue
+            if not self._offset <= i < self.vocab_size:
+                raise ShapeError(f"id {i} is not a text id of this tokenizer (text ids are "
+                                 f"[{self._offset}, {self.vocab_size})); strip image tokens before decoding.")
+            pieces.append(i - self._offset)
+        return self._sp.decode(pieces)
+
+    def encode_prompt(self, caption: str, text_len: int, prefix: str | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text slots of one sample: ``[pad ... pad, prefix, <n>, caption]`` (left-padded).
+
+        Args:
+            caption: The caption; must not be empty.
+            text_len: Number of text slots.
+            prefix: Optional frame-rate/duration prefix (e.g. ``"4.0s"``), followed by ``<n>``.
+
+        Returns:
+            ``(ids, valid)``: ``ids`` long ``[text_len]`` (pad = :attr:`pad_id` on the left) and
+            ``valid`` bool ``[text_len]``, True on real tokens.
+
+        Raises:
+            DataError: Empty caption.
+            ShapeError: The prompt has more tokens than ``text_len`` and ``truncate`` is off.
+        """
+        if not caption or not caption.strip():
+            raise DataError("empty prompt: the caption has no text; give every clip a non-empty caption "
+                            "(e.g. 'a red circle moving left').")
+        head = (self.encode(prefix) + [self.sep_id]) if prefix else []
+        body = self.encode(caption)
+        if len(head) + len(body) > text_len:
+            if not self.truncate or len(head) >= text_len:
+                raise ShapeError(
+                    f"prompt too long: {len(head) + len(body)} tokens ({len(head)} for the prefix and <n>, "
+                    f"{len(body)} for the caption) but text_len is {text_len}; shorten the prompt, raise "
+                    "text_len (a model change), or set text_tokenizer.truncate: true to cut the caption's end. "
+                    f"Prompt: {((prefix + ' <n> ') if prefix else '') + caption!r}")
+            body = body[:text_len - len(head)]  # keep the prefix: it carries the frame rate
+        tokens = head + body
+        ids = torch.full((text_len,), self.pad_id, dtype=torch.long)
+        valid = torch.zeros(text_len, dtype=torch.bool)
+        if tokens:
+            ids[text_len - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+            valid[text_len - len(tokens):] = True
+        return ids, valid
+
+    # ---- training -------------------------------------------------------------------------------
+    @classmethod
+    def train(cls, lines: Iterable[str], model_prefix: str | os.PathLike, vocab_size: int,
+              model_type: str = "bpe", character_coverage: float = 1.0, seed: int = 0) -> Path:
+        """Trains a SentencePiece model with the ``<boi>``, ``<n>`` and ``<pad>`` pieces.
+
+        Deterministic: one thread and a fixed seed, so the same lines give the same file.
+
+        Args:
+            lines: Training sentences (captions, frame-rate prefixes, ...).
+            model_prefix: Output path without extension; writes ``<model_prefix>.model`` and
+                ``<model_prefix>.vocab`` atomically.
+            vocab_size: Target number of pieces; tiny corpora may end up with fewer (not an error).
+            model_type: ``bpe`` (best for tiny corpora) or ``unigram``, ``char``, ``word``.
+            character_coverage: Share of characters covered by pieces; 1.0 keeps every character.
+            seed: Seed of SentencePiece's random generator.
+
+        Returns:
+            Path of the ``.model`` file.
+
+        Raises:
+            DataError: No non-empty lines.
+            ConfigError: SentencePiece rejects the settings.
+        """
+        import sentencepiece as spm
+
+        corpus = [line.strip() for line in lines if line and line.strip()]
+        if not corpus:
+            raise DataError("cannot train a text tokenizer on an empty corpus; give it at least one caption.")
+        spm.set_random_generator_seed(int(seed))
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(corpus), model_writer=model, vocab_size=int(vocab_size),
+                model_type=model_type, character_coverage=character_coverage,
+                user_defined_symbols=list(SPECIAL_PIECES), hard_vocab_limit=False,
+                num_threads=1, shuffle_input_sentence=False, minloglevel=2,
+            )
+        except RuntimeError as exc:
+            raise ConfigError(f"SentencePiece training failed: {exc}. Check vocab_size ({vocab_size}) and "
+                              f"model_type ({model_type!r}).") from exc
+        prefix = Path(model_prefix)
+        model_file = prefix.with_name(prefix.name + ".model")
+        atomic_write_bytes(model_file, model.getvalue())
+        processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+        vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
+                        for i in range(processor.get_piece_size()))
+        atomic_write_bytes(prefix.with_name(prefix.name + ".vocab"), vocab.encode("utf-8"))
+        return model_file
+
+
+@hookimpl
+def register_components():
+    return [SentencePieceTokenizer]

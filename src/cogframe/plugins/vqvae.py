@@ -1,0 +1,325 @@
+"""``vqvae``: a small VQ-VAE image tokenizer (kind ``image_tokenizer``), trainable on a CPU.
+
+Modelled on icetk's image tokenizer (spec §10.1), scaled down: a convolutional encoder of
+ResBlocks with stride-2 downsampling (pad right/bottom + conv3x3 stride 2, as icetk), an EMA
+codebook with dead-code restart (:class:`~cogframe.core.vector_quantize.VectorQuantizerEMA`), a
+straight-through estimator and a commitment loss, and a mirrored decoder that upsamples with
+nearest-neighbour x2 + conv3x3. ``downsample`` 4 maps 32x32 frames to 8x8 tokens; 8 maps
+160x160 to 20x20 as CogVideo.
+
+Saved as a folder: ``config.json`` (architecture) + ``model.safetensors`` (weights and codebook
+buffers), both written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cogframe.core.atomic import atomic_path, atomic_write_json
+from cogframe.core.vector_quantize import VectorQuantizerEMA
+from cogframe.errors import ConfigError, DataError, ShapeError
+from cogframe.hookspecs import hookimpl
+from cogframe.registry import component
+
+__all__ = ["VQVAE"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_FORMAT = "cogframe-vqvae"
+SUPPORTED_DOWNSAMPLE = (4, 8)
+# Keys that fix tensor shapes: a checkpoint cannot be loaded into a model that disagrees on them.
+ARCH_KEYS = ("downsample", "codebook_size", "code_dim", "channels", "num_res_blocks")
+DEFAULTS = {
+    "downsample": 4,
+    "codebook_size": 256,
+    "code_dim": 32,
+    "channels": 32,
+    "num_res_blocks": 1,
+    "commitment": 0.25,
+    "decay": 0.99,
+    "dead_code_threshold": 1.0,
+}
+
+
+def _groups(channels: int) -> int:
+    # GroupNorm as icetk, but tiny models have few channels: keep >= 4 channels per group.
+    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and (channels // g >= 4 or g == 1))
+
+
+class ResBlock(nn.Module):
+    """GN -> swish -> conv3x3 -> GN -> swish -> conv3x3, plus a (1x1-projected) shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch, eps=1e-6)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch, eps=1e-6)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.shortcut(x) + h
+
+
+class Downsample(nn.Module):
+    """Halves H and W: pad (0, 1, 0, 1) then conv3x3 stride 2 (icetk's asymmetric padding)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Doubles H and W: nearest-neighbour x2 then conv3x3 (no checkerboard artefacts)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _level_channels(channels: int, levels: int) -> list[int]:
+    # Full resolution keeps the base width; every coarser level doubles it up to 4x (icetk: 1,2,4).
+    return [channels * min(4, 2 ** min(i, 2)) if i else channels for i in range(levels + 1)]
+
+
+class Encoder(nn.Module):
+    """RGB in [-1, 1] ``[N, 3, H, W]`` -> features ``[N, code_dim, H/ds, W/ds]``."""
+
+    def __init__(self, channels: int, levels: int, num_res_blocks: int, code_dim: int) -> None:
+        super().__init__()
+        widths = _level_channels(channels, levels)
+        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
+        current = widths[0]
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(current, width))
+                current = width
+            if level < levels:
+                layers.append(Downsample(current))
+        layers += [ResBlock(current, current), nn.GroupNorm(_groups(current), current, eps=1e-6), nn.SiLU(),
+                   nn.Conv2d(current, code_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """Code vectors ``[N, code_dim, h, w]`` -> RGB in about [-1, 1] ``[N, 3, h*ds, w*ds]``."""
+
+    def __init__(self, channels: int, levels: int, num_res_blocks: int, code_dim: int) -> None:
+        super().__init__()
+        widths = _level_channels(channels, levels)[::-1]
+        current = widths[0]
+        layers: list[nn.Module] = [nn.Conv2d(code_dim, current, 3, padding=1), ResBlock(current, current)]
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(current, width))
+                current = width
+            if level < levels:
+                layers.append(Upsample(current))
+        layers += [nn.GroupNorm(_groups(current), current, eps=1e-6), nn.SiLU(), nn.Conv2d(current, 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def _read_config(path: Path) -> dict:
+    config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+    if not config_file.is_file() or not weights_file.is_file():
+        raise DataError(
+            f"no trained VQ-VAE at {path} (need {CONFIG_FILE} and {WEIGHTS_FILE}); train one with "
+            "`cogframe run tiny/vqvae` or point image_tokenizer.path at a folder saved by VQVAE.save().")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{config_file} is not valid JSON ({exc}); the checkpoint is corrupt, re-train or "
+                        "re-save it.") from exc
+    if config.get("format") != _FORMAT:
+        raise DataError(f"{config_file} is not a cogframe VQ-VAE config (format={config.get('format')!r}); "
+                        "point image_tokenizer.path at a folder written by VQVAE.save().")
+    return config
+
+
+@component("image_tokenizer", "vqvae",
+           description="Small conv VQ-VAE (EMA codebook, dead-code restart); frames <-> token grids.")
+class VQVAE(nn.Module):
+    """VQ-VAE image tokenizer: ``[N, 3, H, W]`` frames in [0, 1] <-> ``[N, H/ds, W/ds]`` code grids.
+
+    Args:
+        path: Folder saved by :meth:`save`; when given, its config and weights are loaded and any
+            architecture keyword passed as well must agree with it.
+        downsample: Spatial reduction, 4 or 8.
+        codebook_size: Number of codes (image vocabulary size).
+        code_dim: Dimension of each code vector.
+        channels: Width of the full-resolution level (coarser levels use 2x and 4x).
+        num_res_blocks: ResBlocks per resolution level.
+        commitment: Weight of the commitment loss in ``stats["loss"]``.
+        decay: EMA decay of the codebook.
+        dead_code_threshold: EMA usage below which a code is restarted from the data.
+
+    Raises:
+        ConfigError: Unsupported ``downsample`` or a keyword that contradicts the checkpoint.
+        DataError: ``path`` does not hold a readable checkpoint.
+    """
+
+    def __init__(self, path: str | None = None, downsample: int | None = None, codebook_size: int | None = None,
+                 code_dim: int | None = None, channels: int | None = None, num_res_blocks: int | None = None,
+                 commitment: float | None = None, decay: float | None = None,
+                 dead_code_threshold: float | None = None) -> None:
+        super().__init__()
+        given = {"downsample": downsample, "codebook_size": codebook_size, "code_dim": code_dim,
+                 "channels": channels, "num_res_blocks": num_res_blocks, "commitment": commitment,
+                 "decay": decay, "dead_code_threshold": dead_code_threshold}
+        config = dict(DEFAULTS)
+        saved = _read_config(Path(path)) if path is not None else None
+        if saved is not None:
+            config.update({k: saved[k] for k in DEFAULTS if k in saved})
+            clashes = [f"{k}={given[k]} (checkpoint: {saved.get(k)})" for k in ARCH_KEYS
+                       if given[k] is not None and given[k] != saved.get(k)]
+            if clashes:
+                raise ConfigError(
+                    f"image_tokenizer keywords contradict the checkpoint at {path}: {', '.join(clashes)}; "
+                    "remove them from the recipe (the checkpoint defines the architecture) or train a "
+                    "new VQ-VAE with those settings.")
+        config.update({k: v for k, v in given.items() if v is not None})
+        if int(config["downsample"]) not in SUPPORTED_DOWNSAMPLE:
+            raise ConfigError(f"vqvae downsample must be 4 or 8, got {config['downsample']}; use 4 for 32x32 "
+                              "frames -> 8x8 tokens or 8 for 160x160 -> 20x20 (CogVideo).")
+        for key in ("codebook_size", "code_dim", "channels", "num_res_blocks"):
+            if int(config[key]) < 1:
+                raise ConfigError(f"vqvae {key} must be a positive integer, got {config[key]}.")
+        self.config = {k: (int(v) if k in ARCH_KEYS else float(v)) for k, v in config.items()}
+        levels = int(math.log2(self.config["downsample"]))
+        arch = (self.config["channels"], levels, self.config["num_res_blocks"], self.config["code_dim"])
+        self.encoder = Encoder(*arch)
+        self.quantizer = VectorQuantizerEMA(self.config["codebook_size"], self.config["code_dim"],
+                                            decay=self.config["decay"],
+                                            dead_code_threshold=self.config["dead_code_threshold"])
+        self.decoder = Decoder(*arch)
+        if path is not None:
+            self._load_weights(Path(path) / WEIGHTS_FILE)
+            self.eval()
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of codes; image token ids are ``0 .. codebook_size - 1``."""
+        return self.config["codebook_size"]
+
+    @property
+    def downsample(self) -> int:
+        """Pixels per token along each side."""
+        return self.config["downsample"]
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Token grid ``(h, w)`` for ``height x width`` frames.
+
+        Raises:
+            ShapeError: A side is not divisible by ``downsample``.
+        """
+        for name, size in (("height", height), ("width", width)):
+            if size % self.downsample or size <= 0:
+                raise ShapeError(
+                    f"frame {name} {size} is not divisible by the VQ-VAE downsample factor {self.downsample}; "
+                    f"resize frames to a multiple of {self.downsample} (dataset size: "
+                    f"{max(self.downsample, size // self.downsample * self.downsample)}).")
+        return height // self.downsample, width // self.downsample
+
+    def _prepare(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ShapeError(f"VQ-VAE expects frames shaped [N, 3, H, W], got {list(frames.shape)}; "
+                             "convert [N, H, W, 3] arrays with .permute(0, 3, 1, 2).")
+        self.grid_size(frames.shape[2], frames.shape[3])
+        param = next(self.parameters())
+        if frames.dtype == torch.uint8:
+            frames = frames.float() / 255.0
+        return frames.to(device=param.device, dtype=param.dtype) * 2.0 - 1.0
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstructs frames through the quantiser (updating the codebook in training mode).
+
+        Args:
+            frames: ``[N, 3, H, W]`` in [0, 1].
+
+        Returns:
+            ``(recon, stats)``: ``recon`` ``[N, 3, H, W]`` (unclamped, ~[0, 1]); ``stats`` holds
+            ``recon`` (MSE to the input), ``commit`` (commitment MSE), ``perplexity`` (codebook usage)
+            and ``loss`` = recon + commitment * commit.
+        """
+        x = self._prepare(frames)
+        z_q, _, stats = self.quantizer(self.encoder(x))
+        recon = (self.decoder(z_q) + 1.0) / 2.0
+        target = (x + 1.0) / 2.0
+        recon_loss = F.mse_loss(recon, target)
+        loss = recon_loss + self.config["commitment"] * stats["commit"]
+        return recon, {"recon": recon_loss, "commit": stats["commit"], "perplexity": stats["perplexity"],
+                       "loss": loss}
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``[N, 3, H, W]`` float in [0, 1] (or uint8) -> codes ``[N, H/ds, W/ds]`` long.
+
+        Never updates the codebook, whatever the module's mode.
+        """
+        return self.quantizer.codes(self.encoder(self._prepare(frames)))
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Codes ``[N, h, w]`` long -> frames ``[N, 3, h*ds, w*ds]`` float clamped to [0, 1]."""
+        if tokens.ndim != 3:
+            raise ShapeError(f"VQ-VAE decode expects token grids shaped [N, h, w], got {list(tokens.shape)}.")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.codebook_size):
+            raise ShapeError(f"image token ids must be in [0, {self.codebook_size}), got "
+                             f"[{int(tokens.min())}, {int(tokens.max())}]; subtract the text-id offset first.")
+        tokens = tokens.to(self.quantizer.embed.device).long()
+        return ((self.decoder(self.quantizer.lookup(tokens)) + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes ``config.json`` and ``model.safetensors`` into ``directory`` atomically.
+
+        Weights go first and the config last, so a folder with a config always has its weights.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": _FORMAT})
+        atomic_write_json(directory / CONFIG_FILE, {"format": _FORMAT, "version": 1, **self.config})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "VQVAE":
+        """Loads a model saved by :meth:`save` (in eval mode)."""
+        return cls(path=str(directory))
+
+    def _load_weights(self, weights_file: Path) -> None:
+        try:
+            state = load_file(str(weights_file))
+        except Exception as exc:  # safetensors raises several types for truncated/corrupt files
+            raise DataError(f"cannot read VQ-VAE weights {weights_file} ({exc}); the file is corrupt, "
+                            "re-train or re-save the model.") from exc
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise DataError(f"VQ-VAE weights {weights_file} do not match its config.json (missing: "
+                            f"{missing[:5]}, unexpected: {unexpected[:5]}); re-save the model.")
+
+
+@hookimpl
+def register_components():
+    return [VQVAE]

@@ -1,0 +1,288 @@
+"""Every available attention backend against the ``naive`` oracle (fp32, 1e-5).
+
+Random small layouts, every mask rule (temporal windows with ragged edges, shifts, extents, both
+layer parities, spatial rules), random text padding, and the call shapes the model makes: all
+slots, frame queries only, KV-cache tails, whole-frame cache steps, stage-2 inference order and
+its given-frame prefix.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cogframe.core.layout import Stage, TokenLayout
+from cogframe.core.masks import MaskSpec, TemporalConfig, spatial_mask, temporal_mask
+from cogframe.errors import ConfigError, ShapeError, UnavailableError
+from cogframe.plugins import get_registries
+from cogframe.plugins._window_plan import axis_partition, build_plan
+from cogframe.plugins.attention_xformers import build_attn_bias, xformers_unavailable_reason
+
+ATOL = RTOL = 1e-5
+QUERY_MODES = ("all", "frames", "tail", "frame_tail", "inference", "prefix")
+
+
+def available_backends() -> list[str]:
+    regs = get_registries()
+    return [s.name for s in regs.specs("attention") if s.name != "naive" and s.unavailable_reason() is None]
+
+
+def build(name: str):
+    return get_registries().build("attention", {"name": name})
+
+
+# ----------------------------------------------------------------------------- strategies
+
+
+@st.composite
+def cases(draw):
+    text_len = draw(st.integers(0, 6))
+    frames = draw(st.integers(1, 5))
+    h, w = draw(st.integers(2, 6)), draw(st.integers(2, 6))
+    tpf = h * w
+    layout = TokenLayout(text_len, frames, h, w, text_len, text_len + tpf, (frames - 1) * tpf)
+    stage = draw(st.sampled_from([Stage.SEQUENTIAL, Stage.INTERPOLATION]))
+    layer = draw(st.integers(0, 3))
+    if draw(st.integers(0, 4)) == 0:
+        mask = spatial_mask(layout, stage)
+    else:
+        window = None
+        if draw(st.integers(0, 5)):
+            window = (draw(st.integers(1, h)), draw(st.integers(1, w)))
+        shift = None
+        if window is not None and draw(st.booleans()):
+            shift = (draw(st.integers(0, window[0] - 1)), draw(st.integers(0, window[1] - 1)))
+        extent = draw(st.one_of(st.none(), st.integers(0, 3)))
+        mask = temporal_mask(layout, stage, layer, TemporalConfig(window, shift, extent))
+    pads = [draw(st.integers(0, text_len)) for _ in range(2)]
+    text_valid = torch.tensor([[i >= p for i in range(text_len)] for p in pads],
+                              dtype=torch.bool).reshape(2, text_len)
+    q_slots, k_slots = query_slots(draw, layout, draw(st.sampled_from(QUERY_MODES)))
+    options = {"text_bias": draw(st.sampled_from([0.0, 1.4])),
+               "scale": draw(st.sampled_from([None, 0.3]))}
+    return mask, q_slots, k_slots, text_valid, options, draw(st.integers(0, 2**31 - 1))
+
+
+def query_slots(draw, layout: TokenLayout, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q_slots, k_slots)`` of one call shape the model makes."""
+    all_slots = layout.all_slots()
+    if mode == "all":
+        return all_slots, all_slots
+    if mode == "frames":
+        return all_slots[layout.text_len:], all_slots
+    if mode == "tail":  # token-by-token KV-cached decoding: the newest slots against the cache
+        end = draw(st.integers(1, layout.seq_len))
+        n = draw(st.integers(1, min(end, 7)))
+        return all_slots[end - n:end], all_slots[:end]
+    if mode == "frame_tail":  # a whole frame against the cache before it
+        frame = layout.frame_range(draw(st.integers(0, layout.frames - 1)))
+        return all_slots[frame.start:frame.stop], all_slots[:frame.stop]
+    order = layout.inference_slots(Stage.INTERPOLATION)
+    if mode == "inference":
+        return order, order
+    prefix = layout.text_len + len(layout.prefix_frames(Stage.INTERPOLATION)) * layout.tokens_per_frame
+    return order[:prefix], order[:prefix]  # stage-2 prefix pass over the given frames
+
+
+def inputs(q_slots, k_slots, seed, heads=2, dim=4):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, heads, q_slots.numel(), dim, generator=gen)
+    k = torch.randn(2, heads, k_slots.numel(), dim, generator=gen)
+    v = torch.randn(2, heads, k_slots.numel(), dim, generator=gen)
+    grad = torch.randn(2, heads, q_slots.numel(), dim, generator=gen)
+    return q, k, v, grad
+
+
+def run(backend, q, k, v, mask, q_slots, k_slots, text_valid, options, grad=None):
+    """Output and (when ``grad`` is given) the input gradients of one call."""
+    q, k, v = (t.clone().requires_grad_(grad is not None) for t in (q, k, v))
+    out = backend(q, k, v, mask, q_slots, k_slots, text_valid, **options)
+    if grad is None:
+        return out.detach(), None
+    return out.detach(), torch.autograd.grad(out, (q, k, v), grad)
+
+
+# ----------------------------------------------------------------------------- equivalence
+
+
+@settings(max_examples=600, deadline=None)
+@given(cases())
+def test_backends_match_naive(case):
+    mask, q_slots, k_slots, text_valid, options, seed = case
+    q, k, v, grad = inputs(q_slots, k_slots, seed)
+    naive = build("naive")
+    ref_out, ref_grads = run(naive, q, k, v, mask, q_slots, k_slots, text_valid, options, grad)
+    for name in available_backends():
+        backend = build(name)
+        spec = get_registries().get("attention", name)
+        if spec.capabilities.backward:
+            out, grads = run(backend, q, k, v, mask, q_slots, k_slots, text_valid, options, grad)
+            for label, got, want in zip("qkv", grads, ref_grads):
+                torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL,
+                                           msg=lambda m: f"{name} d{label} ({mask.describe()}): {m}")
+        else:
+            with torch.no_grad():
+                out, _ = run(backend, q, k, v, mask, q_slots, k_slots, text_valid, options)
+        torch.testing.assert_close(out, ref_out, atol=ATOL, rtol=RTOL,
+                                   msg=lambda m: f"{name} output ({mask.describe()}): {m}")
+
+
+def test_every_expected_backend_is_registered():
+    names = get_registries().names("attention")
+    assert {"naive", "sdpa", "swin3d", "flex", "xformers"} <= set(names)
+    assert {"sdpa", "swin3d"} <= set(available_backends())
+
+
+# ----------------------------------------------------------------------------- swin3d
+
+
+def _stage2_mask(layer=1, grid=(6, 5), window=(4, 3), frames=3, text_len=3):
+    h, w = grid
+    layout = TokenLayout(text_len, frames, h, w, text_len, text_len + h * w, (frames - 1) * h * w)
+    return temporal_mask(layout, Stage.INTERPOLATION, layer, TemporalConfig(window=window))
+
+
+@pytest.mark.parametrize("size", range(1, 10))
+def test_axis_partition_keeps_each_window_bin_in_one_window(size):
+    from cogframe.core.masks import window_bin
+
+    for window in range(1, size + 2):
+        for shift in range(window):
+            order, width = axis_partition(size, window, shift)
+            coords = [c for c in order if c >= 0]
+            assert sorted(coords) == list(range(size))
+            part = {c: i // width for i, c in enumerate(order) if c >= 0}
+            bins = window_bin(torch.arange(size), window, shift).tolist()
+            for a in range(size):
+                for b in range(size):
+                    if bins[a] == bins[b]:
+                        assert part[a] == part[b], (size, window, shift, a, b)
+
+
+def test_swin3d_takes_the_window_path_for_training_and_stage2_inference():
+    mask = _stage2_mask()
+    layout = mask.layout
+    all_slots = layout.all_slots()
+    dense_cells = layout.seq_len ** 2
+    for q_slots, k_slots in ((all_slots, all_slots), (all_slots[layout.text_len:], all_slots),
+                             (layout.inference_slots("interpolation"),) * 2):
+        plan = build_plan(mask, q_slots, k_slots, torch.float32, torch.device("cpu"))
+        assert plan is not None
+        assert plan.windows == 4 and plan.bias.numel() < dense_cells  # O(S x window), not S^2
+    # A decoding step (one new slot) falls back to the dense path.
+    assert build_plan(mask, all_slots[-1:], all_slots, torch.float32, torch.device("cpu")) is None
+    assert build_plan(spatial_mask(layout, "interpolation"), all_slots, all_slots,
+                      torch.float32, torch.device("cpu")) is None
+
+
+def test_swin3d_rejects_slots_outside_the_layout():
+    mask = _stage2_mask()
+    q = torch.zeros(1, 1, 2, 4)
+    slots = torch.tensor([0, mask.layout.seq_len])
+    with pytest.raises(ShapeError, match="outside"):
+        build("swin3d")(q, q, q, mask, slots, slots)
+
+
+def test_swin3d_dropout_is_applied_to_probabilities():
+    mask = _stage2_mask()
+    slots = mask.layout.all_slots()
+    q, k, v, _ = inputs(slots, slots, seed=0)
+    backend = build("swin3d")
+    torch.manual_seed(0)
+    dropped = backend(q, k, v, mask, slots, slots, dropout_p=0.5)
+    plain = backend(q, k, v, mask, slots, slots)
+    assert torch.isfinite(dropped).all()
+    assert not torch.allclose(dropped, plain)
+    torch.testing.assert_close(backend(q, k, v, mask, slots, slots, dropout_p=0.0), plain)
+
+
+def test_swin3d_plan_cache_is_bounded():
+    backend = get_registries().build("attention", {"name": "swin3d", "cache_size": 1})
+    mask0, mask1 = _stage2_mask(layer=0), _stage2_mask(layer=1)
+    slots = mask0.layout.all_slots()
+    q, k, v, _ = inputs(slots, slots, seed=1)
+    for mask in (mask0, mask1, mask0):
+        backend(q, k, v, mask, slots, slots)
+    assert len(backend._plans) == 1
+
+
+# ----------------------------------------------------------------------------- flex
+
+
+def _flex_or_skip():
+    reason = get_registries().available("attention", "flex")
+    if reason is not None:
+        pytest.skip(reason)
+    return build("flex")
+
+
+def test_flex_refuses_cpu_backward_with_a_clear_message():
+    flex = _flex_or_skip()
+    mask = _stage2_mask()
+    slots = mask.layout.all_slots()
+    q, k, v, _ = inputs(slots, slots, seed=2)
+    with pytest.raises(UnavailableError, match="no CPU backward.*use sdpa or swin3d"):
+        flex(q.requires_grad_(), k, v, mask, slots, slots)
+
+
+def test_flex_refuses_dropout():
+    flex = _flex_or_skip()
+    mask = _stage2_mask()
+    slots = mask.layout.all_slots()
+    q, k, v, _ = inputs(slots, slots, seed=3)
+    with pytest.raises(ConfigError, match="dropout"):
+        flex(q, k, v, mask, slots, slots, dropout_p=0.1)
+
+
+# ----------------------------------------------------------------------------- xformers
+
+
+def test_xformers_reports_why_it_cannot_run():
+    reason = xformers_unavailable_reason()
+    if reason is None:
+        pytest.skip("xformers runs here")
+    import importlib.util
+
+    if importlib.util.find_spec("xformers") is None:
+        assert reason == "xformers is not installed (pip install 'cogframe[xformers]')"
+    elif not torch.cuda.is_available():
+        assert reason == "xformers needs a CUDA device; none is available"
+    with pytest.raises(UnavailableError, match="xformers"):
+        build("xformers")
+
+
+@settings(max_examples=25, deadline=None)
+@given(cases())
+def test_xformers_bias_materialises_to_the_mask_library(case):
+    pytest.importorskip("xformers.ops.fmha.attn_bias",
+                        reason="xformers is not installed (pip install 'cogframe[xformers]')")
+    mask, q_slots, k_slots, text_valid, options, _ = case
+    bias = build_attn_bias(mask, q_slots, k_slots, text_valid, torch.float32,
+                           text_bias=options["text_bias"])
+    shape = (2, 3, q_slots.numel(), k_slots.numel())
+    want = dense_bias_reference(mask, q_slots, k_slots, text_valid, options["text_bias"])
+    torch.testing.assert_close(bias.materialize(shape), want.expand(shape))
+
+
+def test_xformers_uses_the_structured_causal_bias_for_stage1_decoding():
+    pytest.importorskip("xformers.ops.fmha.attn_bias",
+                        reason="xformers is not installed (pip install 'cogframe[xformers]')")
+    from xformers.ops.fmha.attn_bias import LowerTriangularFromBottomRightMask
+
+    layout = TokenLayout(3, 3, 4, 4, 3, 19, 32)
+    mask = temporal_mask(layout, Stage.SEQUENTIAL, 0)
+    slots = layout.all_slots()
+    for q_slots in (slots[-1:], slots[layout.text_len:]):
+        bias = build_attn_bias(mask, q_slots, slots, None, torch.float32)
+        assert isinstance(bias, LowerTriangularFromBottomRightMask)
+        want = dense_bias_reference(mask, q_slots, slots, None, 0.0)
+        torch.testing.assert_close(bias.materialize(tuple(want.shape)), want)
+
+
+def dense_bias_reference(mask: MaskSpec, q_slots, k_slots, text_valid, text_bias):
+    """0 / text_bias / -inf straight from ``MaskSpec.dense`` (independent of dense_bias)."""
+    allowed = mask.dense(q_slots, k_slots, text_valid).unsqueeze(1)
+    is_text = (k_slots < mask.layout.text_len).float() * text_bias
+    return torch.where(allowed, is_text.view(1, 1, 1, -1), torch.tensor(float("-inf")))

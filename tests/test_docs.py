@@ -1,0 +1,48 @@
+"""Docs stay in step with the code: hooks documented, README commands match CI, recipe rules."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_COMMAND = ".venv/bin/python -m pytest -q"
+
+
+def _hookspec_names() -> list[str]:
+    tree = ast.parse((ROOT / "src" / "cogframe" / "hookspecs.py").read_text())
+    return [
+        node.name for node in tree.body
+        if isinstance(node, ast.FunctionDef) and any(getattr(d, "id", None) == "hookspec" for d in node.decorator_list)
+    ]
+
+
+def test_every_hookspec_has_a_heading_in_plugins_md():
+    names = _hookspec_names()
+    assert names == ["register_components", "register_commands", "recipe_dirs"]
+    headings = [line for line in (ROOT / "docs" / "plugins.md").read_text().splitlines() if line.startswith("#")]
+    for name in names:
+        assert any(re.search(rf"\b{name}\b", h) for h in headings), f"docs/plugins.md has no heading for {name}"
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_same_tests():
+    commands = re.findall(r"^python3 -m venv .*$", (ROOT / "README.md").read_text(), re.MULTILINE)
+    assert commands == [
+        "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e . "
+        "&& .venv/bin/cogframe ls",
+        "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[test]' "
+        f"&& {TEST_COMMAND}",
+    ]
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert any(line == TEST_COMMAND or line.startswith(TEST_COMMAND + " ||") for line in ci_lines)
+
+
+def test_builtin_recipes_follow_the_folder_rules():
+    for path in sorted((ROOT / "recipes").rglob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        assert isinstance(raw, dict) and raw.get("description"), f"{path}: needs a one-line description"
+        base = raw.get("base")
+        assert base is None or not str(base).endswith(".yaml"), f"{path}: name its base by recipe name"
