@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def test_all_problems_are_collected(testplug):
            "keywords (k, temperature)" in msg
     assert "sampler.temperature: token_sampler 'test_topk' expects float for 'temperature', got str 'hot'" in msg
     assert "model.attention: attention 'test_gpu_only' is not available here (needs a CUDA GPU" in msg
-    assert "loggers.1.name: no logger is named: add 'name: <one of jsonl, stdout, tensorboard>'" in msg
+    assert re.search(r"loggers.1.name: no logger is named: add 'name: <one of [^>]*\bjsonl\b[^>]*\bstdout\b", msg)
     assert "loggers.2.name: unknown logger 'jsnol'. Did you mean 'jsonl'?" in msg
     assert "loggers.3: must be a logger node" in msg
 
@@ -59,7 +60,7 @@ def test_unset_mandatory_value_in_a_slot(testplug):
 
 
 def test_missing_and_unknown_task(testplug):
-    with pytest.raises(ConfigError, match="task: the recipe names no task: add 'task: <one of test_write>'"):
+    with pytest.raises(ConfigError, match=r"task: the recipe names no task: add 'task: <one of [^>]*\btest_write\b"):
         validate_recipe(OmegaConf.create({"description": "x"}), testplug)
     with pytest.raises(ConfigError, match="unknown task 'test_wrte'. Did you mean 'test_write'"):
         validate_recipe(_recipe(task="test_wrte"), testplug)

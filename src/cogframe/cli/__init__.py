@@ -31,6 +31,7 @@ COMMANDS: tuple[str, ...] = (
     "cogframe.cli.env",
     "cogframe.cli.plan",
     "cogframe.cli.mask",
+    "cogframe.cli.consolidate",
 )
 
 EXIT_OK = 0

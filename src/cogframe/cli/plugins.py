@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     print("plugins")
-    print(format_table(("name", "origin", "module"), [(p["name"], p["origin"], p["module"]) for p in data["plugins"]],
+    print(format_table(("origin", "module"), [(p["origin"], p["module"]) for p in data["plugins"]],
                        indent="  "))
     for kind, rows in data["components"].items():
         print(f"\n{kind}")

@@ -16,8 +16,28 @@ HELP = "Run a recipe: validate it, then hand it to its task (training, sampling,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the recipe positionals."""
+    """Adds the recipe positionals and ``--nproc``."""
     add_recipe_arguments(parser)
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="run N processes on this machine under torchrun (FSDP2 training)")
+
+
+def launch_torchrun(args: argparse.Namespace) -> int:
+    """Re-run this command as N torchrun workers and return their exit status.
+
+    Each worker is a plain ``cogframe run`` that finds RANK/WORLD_SIZE in its environment; CPU
+    workers default to one thread each so N processes do not oversubscribe the cores.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.nproc}", "-m", "cogframe", "run", args.recipe,
+               *args.overrides]
+    return subprocess.call(command, env=env)
 
 
 def run_task(cfg: DictConfig, registries: Registries) -> None:
@@ -31,8 +51,19 @@ def run_task(cfg: DictConfig, registries: Registries) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Loads the recipe with its overrides, validates it completely, then runs its task."""
+    from cogframe.errors import ConfigError
+
     registries = get_registries()
     cfg = load_recipe(args.recipe, args.overrides)
     validate_recipe(cfg, registries, source=args.recipe)
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}.")
+    if args.nproc > 1:
+        import os
+
+        if "WORLD_SIZE" in os.environ:
+            raise ConfigError("--nproc inside a torchrun worker: launch either with torchrun or "
+                              "with `cogframe run --nproc N`, not both.")
+        return launch_torchrun(args)
     run_task(cfg, registries)
     return 0

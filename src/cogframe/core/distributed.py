@@ -25,6 +25,7 @@ from typing import Mapping
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 
 from cogframe.core.atomic import atomic_write_text, fsync_dir
 from cogframe.core.checkpoint import (
@@ -177,7 +178,7 @@ class DistributedContext:
         self.barrier()
         model_sd, optim_sd = get_state_dict(model, optimizer)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
-        torch.save(torch.get_rng_state(), tmp / f"rng_rank{self.rank}.pt")
+        save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / f"rng_rank{self.rank}.safetensors"))
         self.barrier()
         if self.is_main:
             trainer = {"step": state.step, "scheduler": state.scheduler, "metrics": state.metrics,
@@ -212,9 +213,9 @@ class DistributedContext:
         dcp.load(state, checkpoint_id=str(Path(path) / "dcp"))
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
-        rng = Path(path) / f"rng_rank{self.rank}.pt"
+        rng = Path(path) / f"rng_rank{self.rank}.safetensors"
         if rng.exists():
-            torch.set_rng_state(torch.load(rng, weights_only=True))
+            torch.set_rng_state(load_file(str(rng))["torch_cpu"])
         return TrainerState(trainer["step"], trainer["scheduler"], trainer["metrics"],
                             trainer["recipe"])
 

@@ -136,9 +136,6 @@ class CogVideoSatFacts:
 
 _FACTS = CogVideoSatFacts()
 _STAGES = {1: "sequential", 2: "interpolation"}
-# cogframe-only keys sat_config_from_preset adds when a model differs from CogVideo's hard-coded
-# values; SAT copies unknown config keys onto its args and ignores them.
-_EXTRA_KEYS = ("image_vocab_size", "image_position_offset")
 
 
 def _require(cfg: Mapping[str, Any], keys: tuple[str, ...], source: str) -> None:
@@ -280,6 +277,8 @@ def sat_config_from_preset(preset: Mapping[str, Any]) -> dict[str, Any]:
         out["additional_seqlen"] = int(layout["extra_position_rows"])
         out["cogvideo_stage"] = 1 if stage == "sequential" else 2
         out["window_size"] = _sat_window(preset.get("temporal") or {})
+    # cogframe-only keys for models that differ from CogVideo's hard-coded values; SAT copies unknown
+    # config keys onto its args and ignores them.
     if int(preset["image_vocab_size"]) != ICETK_IMAGE_TOKENS:
         out["image_vocab_size"] = int(preset["image_vocab_size"])
     if int(layout["image_position_offset"]) != _FACTS.image_position_offset:

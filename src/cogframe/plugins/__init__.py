@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.task_train_vqvae",
     "cogframe.plugins.task_export_dataset",
     "cogframe.plugins.task_prepare",
+    "cogframe.plugins.icetk",
 )
 
 _plugin_set: PluginSet | None = None

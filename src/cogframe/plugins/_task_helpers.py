@@ -22,7 +22,7 @@ from cogframe.errors import ConfigError, problems_error
 from cogframe.registry import Registries
 from cogframe.signatures import keyword_problems
 
-__all__ = ["build_split", "output_dir", "require", "seed_everything", "split_names", "validate_splits"]
+__all__ = ["build_split", "output_dir", "require", "section", "seed_everything", "split_names", "validate_splits"]
 
 
 def require(cfg: DictConfig, key: str, example: str) -> Any:
@@ -31,6 +31,16 @@ def require(cfg: DictConfig, key: str, example: str) -> Any:
     if value is None:
         raise ConfigError(f"task '{cfg.get('task')}' needs '{key}' in the recipe; add e.g. `{key}: {example}`.")
     return value
+
+
+def section(cfg: DictConfig, key: str) -> dict:
+    """``cfg.<key>`` as a plain dict (empty when absent); ConfigError when it is not a mapping."""
+    node = OmegaConf.select(cfg, key, default=None)
+    if node is None:
+        return {}
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"'{key}' must be a mapping of settings, got {node!r}.")
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def output_dir(cfg: DictConfig) -> Path:

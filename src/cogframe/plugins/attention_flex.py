@@ -103,15 +103,12 @@ class FlexAttention:
         check_attention_inputs(q, k, v, q_slots, k_slots)
         self._check_supported(q, k, v, dropout_p)
         flex_attention, create_block_mask = _flex_functions(self.compile)
-        if text_valid is not None:
-            text_valid = mask.layout.check_text_valid(text_valid, device=q.device)
-            if text_valid.shape[0] not in (1, q.shape[0]):
-                raise ShapeError(
-                    f"text_valid has batch {text_valid.shape[0]} but q has batch {q.shape[0]}: "
-                    "dimension 0 must match (or be 1 to share one padding pattern)."
-                )
-        block_mask = self._block_mask(create_block_mask, mask, q_slots, k_slots, text_valid,
-                                      q.shape[0])
+        text_valid = self._batch_text_valid(mask, text_valid, q.shape[0], q.device)
+        # Fresh copies: eager flex runs through dynamo, which guards on whether the tensors the
+        # mask_mod captures alias each other; callers often pass q_slots is k_slots, and a changing
+        # aliasing pattern sends dynamo into a recompile path that crashes in torch 2.13.
+        q_slots, k_slots = q_slots.clone(), k_slots.clone()
+        block_mask = self._block_mask(create_block_mask, mask, q_slots, k_slots, text_valid)
         score_mod = None
         if text_bias:
             is_text_key = k_slots < mask.layout.text_len
@@ -141,20 +138,30 @@ class FlexAttention:
                 "swin3d for training on CPU (or run flex under torch.no_grad() for inference)"
             )
 
-    def _block_mask(self, create_block_mask, mask, q_slots, k_slots, text_valid, batch):
+    @staticmethod
+    def _batch_text_valid(mask, text_valid, batch, device) -> torch.Tensor:
+        """``[B, text_len]`` text padding (eager flex evaluates the mask_mod for every sample)."""
+        text_valid = mask.layout.check_text_valid(text_valid, device=device)
+        if text_valid.shape[0] not in (1, batch):
+            raise ShapeError(
+                f"text_valid has batch {text_valid.shape[0]} but q has batch {batch}: dimension 0 "
+                "must match (or be 1 to share one padding pattern)."
+            )
+        return text_valid.expand(batch, -1).clone()
+
+    def _block_mask(self, create_block_mask, mask, q_slots, k_slots, text_valid):
         """The BlockMask of this call, from the cache when the same call was seen before."""
         key = (mask, str(q_slots.device), q_slots.cpu().numpy().tobytes(),
-               k_slots.cpu().numpy().tobytes(),
-               None if text_valid is None else (tuple(text_valid.shape),
-                                                text_valid.cpu().numpy().tobytes()))
+               k_slots.cpu().numpy().tobytes(), tuple(text_valid.shape),
+               text_valid.cpu().numpy().tobytes())
         if key in self._block_masks:
             self._block_masks.move_to_end(key)
             return self._block_masks[key]
-        # One padding pattern (or none) is shared by the batch: build the mask once (B=None).
-        shared = text_valid is None or text_valid.shape[0] == 1
+        # One padding pattern for the whole batch: build the block mask once (B=None broadcasts).
+        shared = bool((text_valid == text_valid[:1]).all())
         mod = _bounded(mask.mask_mod(q_slots, k_slots, text_valid), q_slots.numel(), k_slots.numel())
-        block_mask = create_block_mask(mod, None if shared else batch, None, q_slots.numel(),
-                                       k_slots.numel(), device=q_slots.device)
+        block_mask = create_block_mask(mod, None if shared else text_valid.shape[0], None,
+                                       q_slots.numel(), k_slots.numel(), device=q_slots.device)
         if self.cache_size:
             self._block_masks[key] = block_mask
             while len(self._block_masks) > self.cache_size:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cogframe.core.atomic import atomic_write_json, atomic_write_text
@@ -25,7 +25,7 @@ from cogframe.core.datasets import iter_clips
 from cogframe.core.frame_rate import DEFAULT_PREFIX_FORMAT, duration_prefix, normalize_rates
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._task_helpers import build_split, output_dir, split_names, validate_splits
+from cogframe.plugins._task_helpers import build_split, output_dir, section, split_names, validate_splits
 from cogframe.plugins.tokenizer_sentencepiece import SentencePieceTokenizer
 from cogframe.registry import Registries, component
 
@@ -48,8 +48,7 @@ class TrainTextTokenizerTask:
 
     @staticmethod
     def _settings(cfg: DictConfig) -> tuple[tuple[float, ...], int, str, dict]:
-        corpus = OmegaConf.to_container(cfg.get("corpus") or {}, resolve=True)
-        tokenizer = OmegaConf.to_container(cfg.get("tokenizer") or {}, resolve=True)
+        corpus, tokenizer = section(cfg, "corpus"), section(cfg, "tokenizer")
         unknown = (set(corpus) - {"prefix_rates", "frames", "prefix_format"},
                    set(tokenizer) - {"vocab_size", "model_type", "character_coverage", "seed"})
         if unknown[0] or unknown[1]:

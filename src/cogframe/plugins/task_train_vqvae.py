@@ -19,7 +19,6 @@ Recipe keys::
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cogframe.core.atomic import atomic_write_json
@@ -38,6 +37,7 @@ from cogframe.hookspecs import hookimpl
 from cogframe.plugins._task_helpers import (
     build_split,
     output_dir,
+    section,
     seed_everything,
     split_names,
     validate_splits,
@@ -100,7 +100,7 @@ class TrainVQVAETask:
 
     @staticmethod
     def _train_settings(cfg: DictConfig) -> dict:
-        given = OmegaConf.to_container(cfg.get("train") or {}, resolve=True)
+        given = section(cfg, "train")
         unknown = sorted(set(given) - set(_TRAIN_DEFAULTS))
         if unknown:
             raise ConfigError(f"unknown train keys {unknown}; train_vqvae takes {sorted(_TRAIN_DEFAULTS)}.")

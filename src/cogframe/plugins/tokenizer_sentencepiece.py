@@ -6,11 +6,17 @@ accepts is GLOBAL (piece id + ``id_offset``), so a model whose image vocabulary 
 can use ``id_offset = codebook_size`` and one shared embedding table of
 ``vocab_size = id_offset + piece_count`` rows.
 
-Special pieces (added as user-defined symbols when training with :meth:`train`):
+Special pieces (added as user-defined symbols when training with :meth:`train`; their names are
+configurable):
 
 * ``<boi>`` — begin-of-image, the BOI token before the frame tokens;
 * ``<n>`` — the separator after the frame-rate/duration prefix (``"4.0s" <n> caption``);
 * ``<pad>`` — left padding of the text slots.
+
+A model that lacks a special piece can get it appended after its own pieces with
+``extra_pieces``, as icetk appends ``<start_of_image>`` at run time (spec §1.3): with
+``ice_text.model`` (130000 pieces), ``id_offset=20000``, ``boi_piece="<start_of_image>"`` and
+``extra_pieces=["<start_of_image>", "<start_of_english>", "<start_of_chinese>"]`` BOI is 150000.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -45,13 +51,19 @@ class SentencePieceTokenizer:
             ``<boi>``, ``<n>`` and ``<pad>`` pieces).
         id_offset: Added to every piece id (icetk: 20000, the image vocabulary size).
         truncate: In :meth:`encode_prompt`, cut captions that do not fit instead of raising.
+        boi_piece: Name of the begin-of-image piece.
+        sep_piece: Name of the separator piece after the frame-rate prefix.
+        pad_piece: Name of the padding piece.
+        extra_pieces: Pieces appended after the model's own (global ids ``id_offset +
+            len(model) + i``); used for special pieces the ``.model`` file lacks.
 
     Raises:
         DataError: The model file is missing or unreadable.
         ConfigError: The model lacks one of the special pieces, or ``id_offset`` is negative.
     """
 
-    def __init__(self, model_path: str, id_offset: int = 0, truncate: bool = False) -> None:
+    def __init__(self, model_path: str, id_offset: int = 0, truncate: bool = False, boi_piece: str = BOI_PIECE,
+                 sep_piece: str = SEP_PIECE, pad_piece: str = PAD_PIECE, extra_pieces: Sequence[str] = ()) -> None:
         import sentencepiece as spm
 
         path = Path(model_path)
@@ -69,21 +81,26 @@ class SentencePieceTokenizer:
         self.model_path = path
         self._offset = int(id_offset)
         self.truncate = bool(truncate)
-        self._special = {}
-        for piece in SPECIAL_PIECES:
-            piece_id = self._sp.piece_to_id(piece)
-            if piece_id == self._sp.unk_id() and piece != self._sp.id_to_piece(piece_id):
-                raise ConfigError(
-                    f"SentencePiece model {path} has no {piece} piece; train it with "
-                    f"SentencePieceTokenizer.train (which adds {', '.join(SPECIAL_PIECES)}) or add them as "
-                    "user_defined_symbols.")
-            self._special[piece] = piece_id + self._offset
+        self._extra = [str(p) for p in extra_pieces]
+        self._special = {role: self._special_id(piece, role)
+                         for role, piece in (("boi", boi_piece), ("sep", sep_piece), ("pad", pad_piece))}
+
+    def _special_id(self, piece: str, role: str) -> int:
+        if piece in self._extra:
+            return self._offset + self._sp.get_piece_size() + self._extra.index(piece)
+        piece_id = self._sp.piece_to_id(piece)
+        if piece_id == self._sp.unk_id() and piece != self._sp.id_to_piece(piece_id):
+            raise ConfigError(
+                f"SentencePiece model {self.model_path} has no {piece!r} piece (the {role} token); train the model "
+                f"with SentencePieceTokenizer.train (which adds {', '.join(SPECIAL_PIECES)}), set {role}_piece to "
+                f"a piece the model has, or append it with extra_pieces: [{piece!r}].")
+        return piece_id + self._offset
 
     # ---- id space -------------------------------------------------------------------------------
     @property
     def piece_count(self) -> int:
-        """Number of pieces in the SentencePiece model."""
-        return self._sp.get_piece_size()
+        """Number of pieces: the SentencePiece model's plus ``extra_pieces``."""
+        return self._sp.get_piece_size() + len(self._extra)
 
     @property
     def id_offset(self) -> int:
@@ -98,17 +115,17 @@ class SentencePieceTokenizer:
     @property
     def boi_id(self) -> int:
         """Global id of ``<boi>``."""
-        return self._special[BOI_PIECE]
+        return self._special["boi"]
 
     @property
     def sep_id(self) -> int:
         """Global id of ``<n>``, the separator after the frame-rate prefix."""
-        return self._special[SEP_PIECE]
+        return self._special["sep"]
 
     @property
     def pad_id(self) -> int:
         """Global id of ``<pad>``, used for left padding."""
-        return self._special[PAD_PIECE]
+        return self._special["pad"]
 
     # ---- text <-> ids ---------------------------------------------------------------------------
     def normalize(self, text: str) -> str:
@@ -121,16 +138,29 @@ class SentencePieceTokenizer:
         return [i + self._offset for i in self._sp.encode(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of global ids; ``<pad>`` ids are dropped, ids outside the text range raise ShapeError."""
-        pieces = []
+        """Text of global ids; pad ids are dropped, ids outside the text range raise ShapeError.
+
+        Extra pieces decode to their own name, e.g. ``<start_of_image>``.
+        """
+        parts, run = [], []
+        model_pieces = self._sp.get_piece_size()
         for i in (int(x) for x in ids):
             if i == self.pad_id:
                 continue
             if not self._offset <= i < self.vocab_size:
                 raise ShapeError(f"id {i} is not a text id of this tokenizer (text ids are "
                                  f"[{self._offset}, {self.vocab_size})); strip image tokens before decoding.")
-            pieces.append(i - self._offset)
-        return self._sp.decode(pieces)
+            local = i - self._offset
+            if local < model_pieces:
+                run.append(local)
+                continue
+            if run:
+                parts.append(self._sp.decode(run))
+                run = []
+            parts.append(self._extra[local - model_pieces])
+        if run:
+            parts.append(self._sp.decode(run))
+        return "".join(parts)
 
     def encode_prompt(self, caption: str, text_len: int, prefix: str | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,136 @@
+"""Training through `cogframe run`: inheritance, exact resume after SIGKILL, checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cogframe.cli import main
+from cogframe.core.checkpoint import load_model_weights
+from cogframe.core.presets import build_model
+from cogframe.errors import DataError
+from train_fixtures import TINY, make_shards, make_tokenizer, write_recipe
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    tok = make_tokenizer(root)
+    return {
+        "root": root,
+        "tok": tok,
+        "image_shards": make_shards(root / "shards_image", frames=1),
+        "video_shards": make_shards(root / "shards_video", frames=5),
+    }
+
+
+@pytest.fixture(scope="module")
+def t2i_run(workspace):
+    root = workspace["root"]
+    recipe = write_recipe(root / "t2i.yaml", "tiny_t2i", root / "t2i", workspace["image_shards"],
+                          workspace["tok"], train={"steps": 3, "save_every": 2, "eval_every": 3})
+    assert main(["run", str(recipe)]) == 0
+    return root / "t2i"
+
+
+def test_text_to_image_run_writes_weights_checkpoints_and_metrics(t2i_run):
+    assert (t2i_run / "model.safetensors").is_file()
+    ckpts = sorted(p.name for p in (t2i_run / "checkpoints").iterdir())
+    assert ckpts == ["latest", "step_00000002", "step_00000003"]
+    records = [json.loads(line) for line in (t2i_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records][-1] == 3
+    assert {"loss", "lr", "grad_norm", "tokens_per_s"} <= set(records[0])
+    assert "val_loss" in records[-1]
+
+
+def test_inherited_tensors_bitwise_unchanged_and_without_optimizer_state(workspace, t2i_run):
+    root = workspace["root"]
+    recipe = write_recipe(root / "s1.yaml", "tiny_stage1", root / "s1", workspace["video_shards"],
+                          workspace["tok"], init_from=t2i_run / "model.safetensors",
+                          train={"steps": 3})
+    assert main(["run", str(recipe)]) == 0
+    parent = load_file(str(t2i_run / "model.safetensors"))
+    child = load_file(str(root / "s1" / "model.safetensors"))
+    video = build_model("tiny_stage1", overrides=TINY)
+    changed_new = False
+    for name, tensor in child.items():
+        if video.is_new_parameter(name):
+            changed_new |= name.endswith("alpha_logit") and bool(tensor.abs().sum() > 0)
+        else:
+            assert torch.equal(tensor, parent[name]), f"inherited {name} changed"
+    assert changed_new, "the mixing factors a should have trained"
+    optimizer = load_file(str(root / "s1" / "checkpoints" / "step_00000003" / "optimizer.safetensors"))
+    owners = {key.rpartition("/")[0] for key in optimizer}
+    assert owners and all(video.is_new_parameter(n) for n in owners)
+
+
+def _run_cli(args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", COGFRAME_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "cogframe", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(workspace, tmp_path):
+    root = workspace["root"]
+    train = {"steps": 24, "save_every": 2, "keep_last": 2}
+    straight = write_recipe(tmp_path / "a.yaml", "tiny_stage2", tmp_path / "a",
+                            workspace["video_shards"], workspace["tok"], train=train)
+    killed = write_recipe(tmp_path / "b.yaml", "tiny_stage2", tmp_path / "b",
+                          workspace["video_shards"], workspace["tok"], train=train)
+    proc = _run_cli(["run", str(straight)])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+
+    proc = _run_cli(["run", str(killed)])
+    first = tmp_path / "b" / "checkpoints" / "step_00000004"
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "b" / "model.safetensors").exists(), "the run finished before the kill"
+
+    proc = _run_cli(["run", str(killed), "resume=true"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert "resumed from" in out.decode() + err.decode()
+    a = load_file(str(tmp_path / "a" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_mismatched_and_corrupt_checkpoints_are_refused(t2i_run, tmp_path):
+    other = build_model("tiny_t2i", overrides={**TINY, "hidden_size": 64})
+    with pytest.raises(DataError, match=r"word_embeddings.weight.*\(384, 32\).*\(384, 64\)"):
+        load_model_weights(other, t2i_run / "model.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 40)
+    with pytest.raises(DataError, match="corrupt"):
+        load_model_weights(other, bad)
+
+
+def test_cli_reports_missing_inheritance_source(workspace, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "c.yaml", "tiny_stage1", tmp_path / "c",
+                          workspace["video_shards"], workspace["tok"],
+                          init_from=tmp_path / "nope.safetensors")
+    assert main(["run", str(recipe)]) == 2
+    assert "nope.safetensors" in capsys.readouterr().err
+
+
+def test_layout_mismatch_between_shards_and_model_is_refused(workspace, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "d.yaml", "tiny_stage1", tmp_path / "d",
+                          workspace["image_shards"], workspace["tok"])
+    assert main(["run", str(recipe)]) == 2
+    assert "prepare shards for this layout" in capsys.readouterr().err
