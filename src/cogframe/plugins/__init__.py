@@ -35,6 +35,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.task_export_dataset",
     "cogframe.plugins.task_prepare",
     "cogframe.plugins.icetk",
+    "cogframe.plugins.token_samplers",
+    "cogframe.plugins.interpolators",
 )
 
 _plugin_set: PluginSet | None = None

@@ -110,6 +110,11 @@ class IceImageTokenizer(HVQVAE):
         return self.quantize.n_embed
 
     @property
+    def codebook(self) -> torch.Tensor:
+        """The ``[codebook_size, z_channels]`` code vectors (read by the ``cluster`` token sampler)."""
+        return self.quantize.embed.weight.detach()
+
+    @property
     def downsample(self) -> int:
         """Pixels per token along each side (= ``compress_rate``)."""
         return self.compress_rate

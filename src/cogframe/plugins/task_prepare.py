@@ -40,7 +40,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogframe.core.atomic import atomic_write_json
+from cogframe.core.atomic import atomic_write_json, is_temp_file
 from cogframe.core.datasets import SkipLog, SkippedEntry
 from cogframe.core.shards import MANIFEST_FILE, SHARD_FORMAT, SHARD_VERSION, read_marker, shard_name, write_shard
 from cogframe.errors import ConfigError, DataError
@@ -166,6 +166,10 @@ class PrepareTask:
         # decoding are attributed to the shard they fall in and stored in its marker.
         log = SkipLog(getattr(dataset, "skip_log", None) or ())
         shards, shape, reused = [], None, 0
+        # Temp files of a run that was killed mid-write are never complete; remove them.
+        for leftover in out.glob(f".{split}-*"):
+            if is_temp_file(leftover):
+                leftover.unlink(missing_ok=True)
         bar = tqdm(total=count, desc=f"prepare {split}", unit="clip", file=sys.stderr)
         for number in range(math.ceil(count / size)):
             path = out / shard_name(split, number)

@@ -156,7 +156,7 @@ class TrainVQVAETask:
             optimizer.step()
             schedule.step()
             if step % int(s["log_every"]) == 0 or step == steps:
-                last = {k: float(v) for k, v in stats.items()}
+                last = {k: float(v.detach()) for k, v in stats.items()}
                 last["psnr_train"] = psnr(last["recon"])
                 last["lr"] = schedule.get_last_lr()[0]
                 bar.set_postfix(recon=f"{last['recon']:.4f}", ppl=f"{last['perplexity']:.0f}")
