@@ -56,9 +56,14 @@ def cases(draw):
             shift = (draw(st.integers(0, window[0] - 1)), draw(st.integers(0, window[1] - 1)))
         extent = draw(st.one_of(st.none(), st.integers(0, 3)))
         mask = temporal_mask(layout, stage, layer, TemporalConfig(window, shift, extent))
+    padding = draw(st.sampled_from(["none", "shared", "per_sample"]))
     pads = [draw(st.integers(0, text_len)) for _ in range(2)]
+    if padding == "shared":
+        pads = pads[:1]
     text_valid = torch.tensor([[i >= p for i in range(text_len)] for p in pads],
-                              dtype=torch.bool).reshape(2, text_len)
+                              dtype=torch.bool).reshape(len(pads), text_len)
+    if padding == "none":
+        text_valid = None
     q_slots, k_slots = query_slots(draw, layout, draw(st.sampled_from(QUERY_MODES)))
     options = {"text_bias": draw(st.sampled_from([0.0, 1.4])),
                "scale": draw(st.sampled_from([None, 0.3]))}

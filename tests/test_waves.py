@@ -72,8 +72,8 @@ def _decode_both(model, sampler, given_frames, generated_frames, given=None, see
 
 # ------------------------------------------------------------------------------ exactness
 @settings(max_examples=4, deadline=None, derandomize=True)
-@given(grid=st.sampled_from([(4, 4), (5, 6), (6, 4), (8, 8)]), window=st.sampled_from([(2, 2), (3, 2), (4, 4)]),
-       frames=st.sampled_from([3, 4]))
+@given(grid=st.sampled_from([(4, 4), (5, 6), (6, 4), (8, 8)]),
+       window=st.sampled_from([(2, 2), (3, 2), (4, 4)]), frames=st.sampled_from([3, 4]))
 def test_greedy_waves_equal_sequential_stage1(grid, window, frames):
     model = _model("tiny_stage1", frames=frames, grid=grid, window=window)
     seq, par = _decode_both(model, GreedySampler(), (), tuple(range(frames)))
@@ -101,7 +101,8 @@ def test_seeded_sampler_waves_equal_sequential(sampler):
     assert torch.equal(seq.frames, par.frames)
     # Sampling really is random: another seed gives other tokens.
     other = decode_frames(model, _prompt(model), boi_id=BOI, options=DecodeOptions(sampler, seed=8),
-                          given_frames=(0,), generated_frames=(1, 2, 3), given=_frames(model.config.layout, 2, 1))
+                          given_frames=(0,), generated_frames=(1, 2, 3),
+                          given=_frames(model.config.layout, 2, 1))
     assert not torch.equal(other.frames, seq.frames)
 
 
@@ -112,7 +113,8 @@ def test_cluster_sampler_waves_equal_sequential(tmp_path):
     np.save(path, np.arange(256) % 16)
     sampler = ClusterSampler(top_k=4, temperature=1.05, temperature2=0.89, clusters=str(path))
     model = _model("tiny_stage2", grid=(5, 5), window=(3, 3))
-    seq, par = _decode_both(model, sampler, (0, 2, 4), (1, 3), given=_frames(model.config.layout, 2, 3), seed=3)
+    given = _frames(model.config.layout, 2, 3)
+    seq, par = _decode_both(model, sampler, (0, 2, 4), (1, 3), given=given, seed=3)
     assert torch.equal(seq.frames, par.frames)
 
 
@@ -172,10 +174,11 @@ def test_logit_dependencies_are_within_cache_dependencies():
 
 def test_given_frame_that_sees_a_generated_frame_is_refused():
     model = _model("tiny_stage2")
+    layout, masks = model.config.layout, model_layer_masks(model)
     with pytest.raises(ShapeError, match="given frame attends to a generated frame"):
-        wave_schedule(model.config.layout, model_layer_masks(model), given_frames=(1, 3), generated_frames=(0, 2, 4))
+        wave_schedule(layout, masks, given_frames=(1, 3), generated_frames=(0, 2, 4))
     with pytest.raises(ShapeError, match="neither given nor generated"):
-        wave_schedule(model.config.layout, model_layer_masks(model), given_frames=(0, 2), generated_frames=(1,))
+        wave_schedule(layout, masks, given_frames=(0, 2), generated_frames=(1,))
 
 
 def _closed_form_passes(x: int, y: int, a: tuple[int, int], frames: int) -> int:
@@ -215,14 +218,14 @@ def test_9b_layout_wave_schedule_matches_the_closed_form():
     assert released.generation_passes == 1600 - 3  # full causal: only the BOI-shift overlap
     ratio1 = 1600 / s1.generation_passes
     ratio2 = 800 / s2.generation_passes
+    five = _closed_form_passes(20, 20, (10, 10), 5)
     print(f"\n9B stage 1, 10x10 windows: {s1.generation_passes} passes for 1600 tokens ({ratio1:.3f}x); "
           f"stage 2: {s2.generation_passes} for 800 ({ratio2:.3f}x); released full-causal stage 1: "
-          f"{released.generation_passes}. Five windowed frames: "
-          f"{_closed_form_passes(20, 20, (10, 10), 5)} for 2000 ({2000 / _closed_form_passes(20, 20, (10, 10), 5):.3f}x).")
+          f"{released.generation_passes}. Five windowed frames: {five} for 2000 ({2000 / five:.3f}x).")
     assert ratio1 == pytest.approx(1.6546, abs=1e-4)
     # With 48 layers the logit dependencies reach as far as the cache closure: no lost parallelism.
-    logits = wave_schedule(layout, config_layer_masks(stage1), given_frames=(0,), generated_frames=(1, 2, 3, 4),
-                           dependencies="logits")
+    logits = wave_schedule(layout, config_layer_masks(stage1), given_frames=(0,),
+                           generated_frames=(1, 2, 3, 4), dependencies="logits")
     assert logits.generation_passes == s1.generation_passes
 
 

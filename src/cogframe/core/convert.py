@@ -26,14 +26,15 @@ import torch
 
 from cogframe.core.sat import cogframe_to_sat_key, preset_from_sat_config, rename_keys, sat_config_from_preset
 from cogframe.core.sat_io import read_sat_folder, write_sat_folder
-from cogframe.core.sharded import parse_size
+from cogframe.core.sharded import iter_sharded, parse_size, read_shapes
 from cogframe.core.weights import (
     WeightsInfo,
     check_state_dict,
     dtype_name,
     expected_shapes,
-    load_weights,
     parse_dtype,
+    read_weights_info,
+    shapes_of,
     write_weights_folder,
 )
 from cogframe.errors import ConfigError, DataError
@@ -108,7 +109,7 @@ def sat_to_cogframe(src: str | Path, dst: str | Path, *, dtype: str = "float32",
     names, unknown = rename_keys(sat.state_dict, to="cogframe")
     tensors = {names[k]: t for k, t in sat.state_dict.items() if k in names}
     check_state_dict(
-        expected_shapes(preset), tensors, unknown=[f"{k} (no row of SAT_KEY_TABLE matches)" for k in unknown],
+        expected_shapes(preset), shapes_of(tensors), unknown=[f"{k} (no row of SAT_KEY_TABLE matches)" for k in unknown],
         name_of=lambda k: f"{cogframe_to_sat_key(k) or k} (cogframe {k})",
         what=f"SAT checkpoint {src}",
         fix="Check that model_config.json belongs to this checkpoint (layers, hidden size, stage, layout, "
@@ -142,15 +143,15 @@ def cogframe_to_sat(src: str | Path, dst: str | Path, *, dtype: str | None = Non
         ConfigError: Unknown ``dtype``; the model cannot be expressed as a SAT config.
     """
     src, dst = Path(src), Path(dst)
-    tensors, info = load_weights(src)
-    check_state_dict(expected_shapes(info.model), tensors, what=f"weights folder {src}",
+    info = read_weights_info(src)
+    check_state_dict(expected_shapes(info.model), read_shapes(src), what=f"weights folder {src}",
                      fix="Re-run `cogframe convert sat` to rebuild it.")
     source = info.source if (info.source or {}).get("kind") == "sat" else None
     config = source["model_config"] if source else sat_config_from_preset(info.model)
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise DataError(f"{dst} is not empty; choose a new folder, or pass --overwrite to replace it.")
     state: dict[str, torch.Tensor] = {}
-    for name, tensor in tensors.items():
+    for name, tensor in iter_sharded(src):  # one tensor at a time: only the SAT copy is kept
         key = cogframe_to_sat_key(name)
         target = parse_dtype(dtype) if dtype is not None else _original_dtype(source, key, tensor)
         state[key] = tensor.to(target) if tensor.is_floating_point() else tensor

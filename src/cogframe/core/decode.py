@@ -103,8 +103,49 @@ class _Branch:
         self.cache = model.new_cache()
 
     def inputs(self, frame_inputs: torch.Tensor, slots: torch.Tensor, text_len: int) -> torch.Tensor:
-        text = self.ids[:, slots.clamp(max=max(text_len - 1, 0))] if text_len else frame_inputs[:, slots]
+        """Input ids of ``slots``: this branch's text, the shared frame inputs elsewhere."""
+        if not text_len:
+            return frame_inputs[:, slots]
+        text = self.ids[:, slots.clamp(max=text_len - 1)]
         return torch.where((slots < text_len).unsqueeze(0), text, frame_inputs[:, slots])
+
+
+class _Frames:
+    """Token grids and the shared frame inputs of a run (BOI-shift), natural slot order."""
+
+    def __init__(self, layout: TokenLayout, batch: int, boi_id: int, device: torch.device):
+        self.layout = layout
+        tpf = layout.tokens_per_frame
+        # Every frame slot starts as BOI: right for slot (t, 0), overwritten elsewhere.
+        self.inputs = torch.full((batch, layout.seq_len), int(boi_id), dtype=torch.long, device=device)
+        self.tokens = torch.full((batch, layout.frames, tpf), -1, dtype=torch.long, device=device)
+        self.fed = torch.zeros(layout.seq_len, dtype=torch.bool)
+
+    def give(self, frame: int, grid: torch.Tensor) -> None:
+        """Copy a given frame's tokens and set its inputs ``[BOI, f[0], ..., f[-2]]``."""
+        tpf = self.layout.tokens_per_frame
+        flat = grid.reshape(grid.shape[0], tpf).long().to(self.tokens.device)
+        self.tokens[:, frame] = flat
+        start = self.layout.frame_range(frame).start
+        self.inputs[:, start + 1:start + tpf] = flat[:, :-1]
+
+    def write(self, slots: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Store tokens sampled at ``slots``; each becomes the input of the next slot."""
+        coords = self.layout.coords(slots)
+        device = self.tokens.device
+        self.tokens[:, coords.t.to(device), coords.p.to(device)] = tokens
+        follows = coords.p < self.layout.tokens_per_frame - 1  # a frame's last token is never an input
+        self.inputs[:, (slots[follows] + 1).to(device)] = tokens[:, follows.to(device)]
+
+    def unfinished(self, frames: Sequence[int]) -> tuple[int, ...]:
+        """The frames of ``frames`` that still have slots to feed."""
+        return tuple(t for t in frames
+                     if not bool(self.fed[self.layout.frame_range(t).start:
+                                          self.layout.frame_range(t).stop].all()))
+
+    def grids(self) -> torch.Tensor:
+        layout = self.layout
+        return self.tokens.reshape(-1, layout.frames, layout.frame_height, layout.frame_width)
 
 
 def _check_given(layout: TokenLayout, given: torch.Tensor | None, n_given: int, batch: int) -> None:
@@ -117,6 +158,19 @@ def _check_given(layout: TokenLayout, given: torch.Tensor | None, n_given: int, 
             f"given frames must have shape [batch, given frames, height, width] = {expected}, got "
             f"{got}; pass the token grids of frames in the order of given_frames."
         )
+
+
+def _sample(options: DecodeOptions, logits: torch.Tensor, slots: torch.Tensor,
+            streams: torch.Tensor) -> torch.Tensor:
+    """Sample ``[B, n]`` tokens from ``[B, n, V]`` logits; row noise keyed by (stream, slot)."""
+    batch, n = logits.shape[:2]
+    positions = slots.repeat(batch)
+    rows = SlotNoise(options.seed).rows(streams.repeat_interleave(n), positions)
+    tokens = options.sampler(logits.reshape(batch * n, -1), positions.to(logits.device), rows)
+    if tokens.shape != (batch * n,):
+        raise ShapeError(f"the token sampler returned shape {tuple(tokens.shape)} for {batch * n} "
+                         "rows of logits; it must return one token id per row ([N]).")
+    return tokens.reshape(batch, n).to(logits.device)
 
 
 @torch.no_grad()
@@ -148,6 +202,10 @@ def decode_frames(
         streams: ``LongTensor[B]`` random stream of each batch row (default ``arange(B)``).
         schedule: Explicit schedule (tests, benchmarks); default from ``options.parallel``.
         return_logits: Also return the (guided) logits of every generated slot.
+
+    Raises:
+        ConfigError: Model in training mode, empty prompt, guidance without a negative prompt.
+        ShapeError: Prompt or given frames that do not fit the layout; a non-executable schedule.
     """
     layout: TokenLayout = model.config.layout
     if model.training:
@@ -165,65 +223,42 @@ def decode_frames(
                          "sequential or cache-dependency schedule.")
     streams = torch.arange(batch) if streams is None else streams.long().cpu()
     device = prompt.ids.device
-    tpf = layout.tokens_per_frame
-
-    frame_inputs = torch.full((batch, layout.seq_len), int(boi_id), dtype=torch.long, device=device)
-    frames = torch.full((batch, layout.frames, tpf), -1, dtype=torch.long, device=device)
+    state = _Frames(layout, batch, boi_id, device)
     for i, t in enumerate(given_frames):
-        flat = given[:, i].reshape(batch, tpf).long().to(device)
-        frames[:, t] = flat
-        start = layout.frame_range(t).start
-        frame_inputs[:, start + 1:start + tpf] = flat[:, :-1]
-
+        state.give(t, given[:, i])
     branches = [_Branch(model, prompt)]
     if options.negative is not None:
         options.negative.check(layout.text_len)
         branches.append(_Branch(model, options.negative.expand(batch)))
-    kwargs = dict(use_temporal=use_temporal, text_bias=options.text_bias)
-    noise = SlotNoise(options.seed)
-    logits_out = None
-    fed = torch.zeros(layout.seq_len, dtype=torch.bool)
-    passes = 0
 
-    def forward(slots: torch.Tensor) -> list[torch.Tensor]:
-        slots_dev = slots.to(device)
-        return [model(b.inputs(frame_inputs, slots_dev, layout.text_len), slots=slots_dev,
-                      text_valid=b.valid, cache=b.cache, **kwargs) for b in branches]
+    def forward(slots: torch.Tensor) -> torch.Tensor:
+        """One pass of every branch over ``slots``; the (guided) logits."""
+        state.fed[slots] = True
+        slots = slots.to(device)
+        outs = [model(b.inputs(state.inputs, slots, layout.text_len), slots=slots, text_valid=b.valid,
+                      cache=b.cache, use_temporal=use_temporal, text_bias=options.text_bias)
+                for b in branches]
+        return outs[0] if len(outs) == 1 else combine_guidance(outs[0], outs[1], options.guidance)
 
-    pending = tuple(generated_frames)
+    passes, logits_out = 0, None
     if schedule.prefix.numel():
         forward(schedule.prefix)
-        fed[schedule.prefix] = True
         passes += 1
+    pending = tuple(generated_frames)
     _retain(branches, layout, pending)
     for wave in schedule.waves:
-        outs = forward(wave)
+        logits = forward(wave)
         passes += 1
-        logits = outs[0] if len(outs) == 1 else combine_guidance(outs[0], outs[1], options.guidance)
         if return_logits:
             if logits_out is None:
                 logits_out = logits.new_zeros(batch, layout.seq_len, logits.shape[-1])
             logits_out[:, wave.to(device)] = logits
-        n = wave.numel()
-        positions = wave.repeat(batch)
-        rows = noise.rows(streams.repeat_interleave(n), positions)
-        tokens = options.sampler(logits.reshape(batch * n, -1), positions.to(device), rows)
-        if tokens.shape != (batch * n,):
-            raise ShapeError(f"the token sampler returned shape {tuple(tokens.shape)} for {batch * n} "
-                             "rows of logits; it must return one token id per row ([N]).")
-        tokens = tokens.reshape(batch, n).to(device)
-        coords = layout.coords(wave)
-        frames[:, coords.t.to(device), coords.p.to(device)] = tokens
-        follows = coords.p < tpf - 1  # the last token of a frame is never an input
-        frame_inputs[:, (wave[follows] + 1).to(device)] = tokens[:, follows.to(device)]
-        fed[wave] = True
-        still = tuple(t for t in pending if not bool(fed[layout.frame_range(t).start:
-                                                          layout.frame_range(t).stop].all()))
-        if still != pending:
+        state.write(wave, _sample(options, logits, wave, streams))
+        still = state.unfinished(pending)
+        if still != pending:  # a frame ended: its spatial keys are no longer needed
             pending = still
             _retain(branches, layout, pending)
-    return DecodeResult(frames.reshape(batch, layout.frames, layout.frame_height, layout.frame_width),
-                        passes, logits_out)
+    return DecodeResult(state.grids(), passes, logits_out)
 
 
 def _retain(branches: list[_Branch], layout: TokenLayout, frames: Sequence[int]) -> None:

@@ -100,7 +100,9 @@ def _time_first(frames: torch.Tensor) -> tuple[torch.Tensor, bool]:
         return frames.unsqueeze(0), True
     if frames.dim() == 5:
         return frames, False
-    raise ShapeError(f"pixel frames must be [T, H, W, C] or [B, T, H, W, C], got shape {tuple(frames.shape)}.")
+    raise ShapeError(
+        f"pixel frames must be [T, H, W, C] or [B, T, H, W, C], got shape {tuple(frames.shape)}."
+    )
 
 
 def _check_rounds(rounds: int, frames: int) -> None:

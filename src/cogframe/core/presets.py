@@ -30,6 +30,7 @@ _COGVIEW2_6B: dict[str, Any] = {
     "vocab_size": 150010,
     "image_vocab_size": 20000,
     "stage": "text_to_image",
+    "temporal": {"window": None, "shift": None, "temporal_extent": None},
     "layout": {
         "text_len": 64,
         "frames": 1,
@@ -45,8 +46,8 @@ _COGVIEW2_6B: dict[str, Any] = {
 def _video(base: dict, **changes: Any) -> dict:
     """A video preset: the backbone of ``base`` plus CogVideo's layout and temporal channel."""
     preset = copy.deepcopy(base)
-    layout = changes.pop("layout", {})
-    preset["layout"].update(layout)
+    preset["layout"].update(changes.pop("layout", {}))
+    preset["temporal"].update(changes.pop("temporal", {}))
     preset.update(changes)
     return preset
 
@@ -73,6 +74,7 @@ _TINY_T2I: dict[str, Any] = {
     "hidden_dropout": 0.0,
     "attention_dropout": 0.0,
     "embedding_dropout": 0.0,
+    "temporal": {"window": None, "shift": None, "temporal_extent": None},
     "layout": {
         "text_len": 16,
         "frames": 1,

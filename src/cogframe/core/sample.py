@@ -22,6 +22,7 @@ import torch
 from cogframe.core.decode import DecodeOptions, DecodeResult, decode_frames
 from cogframe.core.interpolation import merge_windows, split_windows
 from cogframe.core.layout import Stage
+from cogframe.core.model import CogVideoTransformer
 from cogframe.core.prompts import TextPrompt, VideoPrompts
 from cogframe.errors import ConfigError, ShapeError
 
@@ -93,7 +94,7 @@ def generate_key_frames(
     layout = model.config.layout
     passes = 0
     if first_frame is None:
-        first = generate_first_frame(model, first_prompt or prompt, boi_id=boi_id,
+        first = generate_first_frame(model, (first_prompt or prompt).expand(prompt.batch), boi_id=boi_id,
                                      options=first_options or options)
         first_frame, passes = first.frames[:, 0], first.passes
     expected = (prompt.batch, layout.frame_height, layout.frame_width)
@@ -265,7 +266,7 @@ def generate_video(
         return VideoResult(key.frames, key.frames, key.passes)
     s2_options = stage2_options or dataclasses.replace(options, negative=None)
     negatives = list(prompts.negative_rounds) if prompts.negative_rounds else None
-    if hasattr(stage2, "config"):
+    if isinstance(stage2, CogVideoTransformer):
         more = interpolate(stage2, key.frames, prompts.rounds, boi_id=boi_id, options=s2_options,
                            negatives=negatives, window_batch=window_batch)
         return VideoResult(key.frames, more.frames, key.passes + more.passes)

@@ -272,8 +272,9 @@ def sat_config_from_preset(preset: Mapping[str, Any]) -> dict[str, Any]:
                         "model cannot be written as a SAT checkpoint.")
     frame_len = layout["frame_height"] * layout["frame_width"]
     text_len = layout["text_len"]
+    # CogVideo reads `layout`; a text-to-image SAT model ignores it, but it keeps cogframe's layout.
+    out["layout"] = f"{text_len}, {text_len + frame_len}, {text_len + layout['frames'] * frame_len}"
     if video:
-        out["layout"] = f"{text_len}, {text_len + frame_len}, {text_len + layout['frames'] * frame_len}"
         out["additional_seqlen"] = int(layout["extra_position_rows"])
         out["cogvideo_stage"] = 1 if stage == "sequential" else 2
         out["window_size"] = _sat_window(preset.get("temporal") or {})

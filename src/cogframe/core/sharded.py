@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from safetensors import safe_open
@@ -21,7 +21,7 @@ from cogframe.core.atomic import atomic_path, atomic_write_json
 from cogframe.errors import ConfigError, DataError
 
 __all__ = ["INDEX_FILE", "SHARD_PATTERN", "parse_size", "plan_shards", "save_sharded", "load_sharded",
-           "read_index", "shard_name"]
+           "iter_sharded", "read_shapes", "read_index", "shard_name"]
 
 INDEX_FILE = "model.safetensors.index.json"
 SHARD_PATTERN = re.compile(r"^model-(\d{5})-of-(\d{5})\.safetensors$")
@@ -129,31 +129,58 @@ def read_index(folder: str | Path) -> dict[str, str]:
     return dict(weight_map)
 
 
-def load_sharded(folder: str | Path, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a sharded folder, in index order.
+def _corrupt(path: Path, exc: Exception) -> DataError:
+    return DataError(f"cannot read {path} ({type(exc).__name__}: {exc}); the shard is corrupt, run "
+                     "`cogframe convert` again.")
+
+
+def _open_shards(folder: Path, weight_map: dict[str, str]) -> Iterator[tuple[Path, list[str], Any]]:
+    """Yields ``(path, names, handle)`` per shard after checking it holds the names the index lists."""
+    by_file: dict[str, list[str]] = {}
+    for name, file in weight_map.items():
+        by_file.setdefault(file, []).append(name)
+    for file, names in by_file.items():
+        path = folder / file
+        try:
+            handle = safe_open(str(path), framework="pt", device="cpu")
+            present = set(handle.keys())
+        except Exception as exc:  # safetensors raises several types for truncated/corrupt files
+            raise _corrupt(path, exc) from None
+        absent = [n for n in names if n not in present]
+        if absent:
+            raise DataError(f"{path} lacks tensors {', '.join(absent)} that {INDEX_FILE} places there; run "
+                            "`cogframe convert` again.")
+        yield path, names, handle
+
+
+def read_shapes(folder: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, read from the shard headers only (no tensor data is loaded)."""
+    folder = Path(folder)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for _, names, handle in _open_shards(folder, read_index(folder)):
+        shapes.update({n: tuple(handle.get_slice(n).get_shape()) for n in names})
+    return shapes
+
+
+def iter_sharded(folder: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` for every tensor, one at a time on the CPU (callers cast/move each one,
+    so a 30 GB checkpoint never sits in memory twice)."""
+    folder = Path(folder)
+    for path, names, handle in _open_shards(folder, read_index(folder)):
+        for name in names:
+            try:
+                tensor = handle.get_tensor(name)
+            except Exception as exc:
+                raise _corrupt(path, exc) from None
+            yield name, tensor
+
+
+def load_sharded(folder: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a sharded folder on the CPU, in index order.
 
     Raises:
         DataError: A missing or corrupt shard, or a shard without a tensor the index lists.
     """
-    folder = Path(folder)
-    weight_map = read_index(folder)
-    by_file: dict[str, list[str]] = {}
-    for name, file in weight_map.items():
-        by_file.setdefault(file, []).append(name)
-    out: dict[str, torch.Tensor] = {}
-    for file, names in by_file.items():
-        try:
-            with safe_open(str(folder / file), framework="pt", device=str(device)) as handle:
-                present = set(handle.keys())
-                absent = [n for n in names if n not in present]
-                if absent:
-                    raise DataError(f"{folder / file} lacks tensors {', '.join(absent)} that {INDEX_FILE} "
-                                    "places there; run `cogframe convert` again.")
-                for name in names:
-                    out[name] = handle.get_tensor(name)
-        except DataError:
-            raise
-        except Exception as exc:  # safetensors raises several types for truncated/corrupt files
-            raise DataError(f"cannot read {folder / file} ({type(exc).__name__}: {exc}); the shard is "
-                            "corrupt, run `cogframe convert` again.") from None
-    return {name: out[name] for name in weight_map}
+    order = read_index(folder)
+    tensors = dict(iter_sharded(folder))
+    return {name: tensors[name] for name in order}

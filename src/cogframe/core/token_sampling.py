@@ -122,9 +122,10 @@ class SlotNoise:
                 f"streams and slots must both be [N]; got {tuple(streams.shape)} and "
                 f"{tuple(slots.shape)}."
             )
-        h = _mix(torch.zeros_like(slots.long()), self.seed)
+        slots = slots.long().cpu()  # keys live on the CPU; uniforms move to the logits' device
+        h = _mix(torch.zeros_like(slots), self.seed)
         h = _mix(h, streams.long().cpu())
-        h = _mix(h, slots.long().cpu())
+        h = _mix(h, slots)
         return RowNoise(h)
 
 

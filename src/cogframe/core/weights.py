@@ -23,11 +23,11 @@ import yaml
 from cogframe.core.atomic import atomic_write_text
 from cogframe.core.model import CogVideoTransformer
 from cogframe.core.presets import PRESETS, build_model, model_config
-from cogframe.core.sharded import INDEX_FILE, SHARD_PATTERN, load_sharded, save_sharded
+from cogframe.core.sharded import INDEX_FILE, SHARD_PATTERN, iter_sharded, load_sharded, read_shapes, save_sharded
 from cogframe.errors import CogframeError, ConfigError, DataError, ShapeError
 
 __all__ = ["WEIGHTS_FORMAT", "CONFIG_FILE", "DTYPES", "WeightsInfo", "parse_dtype", "dtype_name",
-           "expected_shapes", "check_state_dict", "matching_preset", "write_weights_folder",
+           "expected_shapes", "check_state_dict", "shapes_of", "recipe_snippet", "matching_preset", "write_weights_folder",
            "read_weights_info", "load_weights", "load_pretrained"]
 
 WEIGHTS_FORMAT = "cogframe-weights"
@@ -79,16 +79,16 @@ def expected_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in net.state_dict().items()}
 
 
-def check_state_dict(expected: Mapping[str, tuple[int, ...]], tensors: Mapping[str, torch.Tensor], *,
+def check_state_dict(expected: Mapping[str, tuple[int, ...]], shapes: Mapping[str, tuple[int, ...]], *,
                      what: str, fix: str, unknown: list[str] | None = None,
                      name_of: Callable[[str], str] = lambda k: k) -> None:
     """Raises one error listing EVERY missing, unexpected and wrongly shaped tensor.
 
     Args:
         expected: Name -> shape the model needs.
-        tensors: Name -> tensor the checkpoint has (names on the model's side).
+        shapes: Name -> shape the checkpoint has (names on the model's side).
         what: The checkpoint, for the message.
-        fix: What the user should do, appended to the message.
+        fix: What the user should do, put before the list.
         unknown: Checkpoint names that could not even be mapped to model names (reported as
             unexpected, by their checkpoint name).
         name_of: How to show a model-side name (e.g. add the SAT name next to it).
@@ -97,10 +97,10 @@ def check_state_dict(expected: Mapping[str, tuple[int, ...]], tensors: Mapping[s
         DataError: Missing or unexpected tensors (shape problems are listed too).
         ShapeError: Only shape mismatches.
     """
-    missing = [k for k in expected if k not in tensors]
-    unexpected = list(unknown or []) + [name_of(k) for k in tensors if k not in expected]
-    wrong = [f"{name_of(k)}: checkpoint {list(t.shape)} vs model {list(expected[k])}"
-             for k, t in tensors.items() if k in expected and tuple(t.shape) != expected[k]]
+    missing = [k for k in expected if k not in shapes]
+    unexpected = list(unknown or []) + [name_of(k) for k in shapes if k not in expected]
+    wrong = [f"{name_of(k)}: checkpoint {list(s)} vs model {list(expected[k])}"
+             for k, s in shapes.items() if k in expected and tuple(s) != tuple(expected[k])]
     if not (missing or unexpected or wrong):
         return
     parts = []
@@ -110,6 +110,11 @@ def check_state_dict(expected: Mapping[str, tuple[int, ...]], tensors: Mapping[s
             parts.append(f"{len(items)} {title}:\n" + "\n".join(f"  - {item}" for item in items))
     cls = ShapeError if not (missing or unexpected) else DataError
     raise cls(f"{what} does not match the model it describes. {fix}\n" + "\n".join(parts))
+
+
+def shapes_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of a state dict."""
+    return {k: tuple(t.shape) for k, t in tensors.items()}
 
 
 def matching_preset(model: Mapping[str, Any]) -> str | None:
@@ -122,6 +127,35 @@ def matching_preset(model: Mapping[str, Any]) -> str | None:
         if model_config(name) == config:
             return name
     return None
+
+
+_STAGE_PRESETS = {"text_to_image": "cogview2_6b", "sequential": "cogvideo_9b_stage1",
+                  "interpolation": "cogvideo_9b_stage2"}
+
+
+def _diff(base: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in model.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            sub = _diff(base[key], value)
+            if sub:
+                out[key] = sub
+        elif key not in base or base[key] != value:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def recipe_snippet(model: Mapping[str, Any], folder: str | Path) -> dict[str, Any]:
+    """The recipe ``model:`` section that builds ``model`` and loads the weights in ``folder``:
+    a built-in preset (plus the overrides that differ from it) and ``weights``."""
+    name = matching_preset(model)
+    node: dict[str, Any] = {"preset": name}
+    if name is None:
+        stage = getattr(model.get("stage"), "value", model.get("stage", "text_to_image"))
+        node["preset"] = _STAGE_PRESETS.get(str(stage), "cogview2_6b")
+        node["overrides"] = _diff(PRESETS[node["preset"]], model)
+    node["weights"] = str(Path(folder).resolve())
+    return {"model": node}
 
 
 def _prepare_folder(folder: Path, overwrite: bool) -> None:
@@ -148,7 +182,7 @@ def write_weights_folder(folder: str | Path, tensors: Mapping[str, torch.Tensor]
     """
     folder = Path(folder)
     dtype = parse_dtype(dtype)
-    check_state_dict(expected_shapes(model), tensors, what="the tensors to save",
+    check_state_dict(expected_shapes(model), shapes_of(tensors), what="the tensors to save",
                      fix="Save the state dict of the model this preset builds.")
     _prepare_folder(folder, overwrite)
     shards = save_sharded(folder, tensors, max_shard_bytes=max_shard_bytes, dtype=dtype,
@@ -171,8 +205,8 @@ def _config_yaml(info: WeightsInfo) -> str:
         "preset": info.preset,
         "model": info.model,
         "source": info.source,
-        # What a recipe needs to use these weights (see docs/official-weights.md).
-        "recipe": {"weights": str(info.path.resolve())},
+        # The `model:` section of a recipe that uses these weights (docs/official-weights.md).
+        "recipe": recipe_snippet(info.model, info.path),
     }
     header = ("# cogframe weights folder (written by `cogframe convert`). The tensors are in the\n"
               "# model-*.safetensors shards; `model` is the preset that builds the matching model.\n")
@@ -206,17 +240,20 @@ def read_weights_info(folder: str | Path) -> WeightsInfo:
                        body.get("source"))
 
 
-def load_weights(folder: str | Path, *, device: str | torch.device = "cpu"
-                 ) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """The tensors (cogframe names, stored dtype) and the config of a weights folder."""
+def load_weights(folder: str | Path) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """The tensors (cogframe names, stored dtype, CPU) and the config of a weights folder."""
     info = read_weights_info(folder)
-    return load_sharded(folder, device=device), info
+    return load_sharded(folder), info
 
 
 def load_pretrained(folder: str | Path, *, dtype: str | torch.dtype = "float32",
                     device: str | torch.device = "cpu", overrides: Mapping[str, Any] | None = None,
                     spatial_attention=None, temporal_attention=None) -> CogVideoTransformer:
     """Builds the model a weights folder describes and loads its tensors (eval mode).
+
+    Names and shapes are checked from the shard headers before any tensor is read; tensors are
+    then read one at a time and cast/moved to ``dtype``/``device``, so the device only ever holds
+    the model in its compute dtype.
 
     Args:
         folder: A folder written by :func:`write_weights_folder` (``cogframe convert``).
@@ -234,13 +271,12 @@ def load_pretrained(folder: str | Path, *, dtype: str | torch.dtype = "float32",
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ConfigError("float16 compute is not supported on a CPU (slow and inaccurate); use "
                           "dtype float32 or bfloat16, or a GPU device.")
-    tensors, info = load_weights(folder, device=device)
-    config = model_config(info.model, overrides)
-    model = build_model(config, spatial_attention=spatial_attention, temporal_attention=temporal_attention,
-                        device="meta")
-    check_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, tensors,
-                     what=f"weights folder {folder}",
+    info = read_weights_info(folder)
+    model = build_model(model_config(info.model, overrides), spatial_attention=spatial_attention,
+                        temporal_attention=temporal_attention, device="meta")
+    check_state_dict(shapes_of(model.state_dict()), read_shapes(folder), what=f"weights folder {folder}",
                      fix="Re-run `cogframe convert`, or drop the overrides that change sizes.")
-    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
+    state = {name: tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+             for name, tensor in iter_sharded(folder)}
     model.load_state_dict(state, assign=True)
     return model.eval()

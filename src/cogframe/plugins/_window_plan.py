@@ -43,14 +43,13 @@ class WindowPlan:
     Attributes:
         windows: Number of spatial windows ``nW`` (each spans every query/key frame).
         q_tokens: Query tokens per window ``Nq`` (query frames x window area, padding included).
-        k_tokens: Keys per window: the text keys, then key frames x window area.
-        text_keys: How many of the ``k_tokens`` are text keys (they come first).
+        text_keys: Text keys present in ``k`` (``n_text``); they come first in every window.
         q_index: ``[nW * Nq]`` rows of ``q`` to gather; padding points at row 0 (its output is
             dropped, and its bias row is all zeros so its softmax stays finite).
-        k_index: ``[nW * k_tokens]`` rows of ``k``/``v`` to gather; padding points at row 0 and is
-            masked with -inf for every real query.
-        bias: ``[nW, Nq, k_tokens]`` additive mask (0 / -inf) of the frame rule; the text columns
-            are 0 here and get text padding and ``text_bias`` per call.
+        k_frame_index: ``[nW, Nk]`` rows of ``k``/``v`` holding each window's frame keys; padding
+            points at row 0 and is masked with -inf for every real query.
+        bias: ``[nW, Nq, n_text + Nk]`` additive mask: ``text_bias`` in the text columns, 0 / -inf
+            from the frame rule in the frame columns. Text padding is applied per call.
         text_q_rows: Rows of ``q`` holding text queries (they use the dense text-only path).
         text_k_rows: Rows of ``k`` holding text keys, in the order of the text columns.
         out_index: ``[Sq]`` where each query row's output sits in ``cat([window outputs
@@ -59,10 +58,9 @@ class WindowPlan:
 
     windows: int
     q_tokens: int
-    k_tokens: int
     text_keys: int
     q_index: torch.Tensor
-    k_index: torch.Tensor
+    k_frame_index: torch.Tensor
     bias: torch.Tensor
     text_q_rows: torch.Tensor
     text_k_rows: torch.Tensor
@@ -117,8 +115,9 @@ def _check_slots(slots: torch.Tensor, name: str, seq_len: int) -> None:
         )
 
 
-def _unsqueeze(coords: SlotCoords, dim: int) -> SlotCoords:
-    return SlotCoords(*(field.unsqueeze(dim) for field in coords))
+def _select(coords: SlotCoords, window: int, dim: int) -> SlotCoords:
+    """Window ``window`` of ``[nW, N]`` coordinates, with a broadcast axis at ``dim``."""
+    return SlotCoords(*(field[window].unsqueeze(dim) for field in coords))
 
 
 class _WindowGrid:
@@ -156,7 +155,7 @@ class _WindowGrid:
 
 
 def build_plan(mask: MaskSpec, q_slots: torch.Tensor, k_slots: torch.Tensor,
-               dtype: torch.dtype, device: torch.device) -> WindowPlan | None:
+               dtype: torch.dtype, device: torch.device, text_bias: float = 0.0) -> WindowPlan | None:
     """Plan per-window attention for a call, or None when the call is not window-shaped.
 
     Window-shaped means: a temporal rule with a window, distinct slots, and queries whose frame
@@ -171,6 +170,7 @@ def build_plan(mask: MaskSpec, q_slots: torch.Tensor, k_slots: torch.Tensor,
         k_slots: ``[Sk]`` natural slots of the key rows.
         dtype: Dtype of the additive bias (the attention dtype).
         device: Device of the returned tensors.
+        text_bias: Constant added to every frame query's text logits (baked into the bias).
 
     Raises:
         ShapeError: A slot lies outside the layout.
@@ -196,19 +196,18 @@ def build_plan(mask: MaskSpec, q_slots: torch.Tensor, k_slots: torch.Tensor,
     qc, q_rows = grid.positions(q_frames, qs)
     kc, k_rows = grid.positions(k_frames, ks)
     q_real, k_real = q_rows >= 0, k_rows >= 0
-    # The rule itself comes from the mask library; on original coordinates its window_bin test is
-    # the shifted-window region mask.
-    allowed = mask.frame_allowed(_unsqueeze(qc, 2), _unsqueeze(kc, 1))
-    allowed &= k_real.unsqueeze(1)
-    allowed |= ~q_real.unsqueeze(2)  # padded query rows see everything: finite, and dropped later
-
     text_k_rows = (ks < text_len).nonzero().flatten()
     text_k_rows = text_k_rows[torch.argsort(ks[text_k_rows])]
     n_text = text_k_rows.numel()
-    windows, q_tokens, k_frame_tokens = allowed.shape
-    bias = torch.zeros(windows, q_tokens, n_text + k_frame_tokens, dtype=dtype)
-    bias[..., n_text:].masked_fill_(~allowed, float("-inf"))
-    k_index = torch.cat([text_k_rows.expand(windows, n_text), k_rows.clamp(min=0)], dim=1)
+    windows, q_tokens = q_rows.shape
+    bias = torch.zeros(windows, q_tokens, n_text + k_rows.shape[1], dtype=dtype)
+    bias[..., :n_text] = text_bias
+    for w in range(windows):  # one window at a time keeps the predicate's temporaries small
+        # The rule itself comes from the mask library; on original coordinates its window_bin
+        # test is the shifted-window region mask.
+        allowed = mask.frame_allowed(_select(qc, w, 1), _select(kc, w, 0)) & k_real[w]
+        allowed |= ~q_real[w].unsqueeze(1)  # padded query rows see everything; dropped later
+        bias[w, :, n_text:].masked_fill_(~allowed, float("-inf"))
 
     text_q_rows = (qs < text_len).nonzero().flatten()
     out_index = torch.empty(qs.numel(), dtype=torch.long)
@@ -217,8 +216,9 @@ def build_plan(mask: MaskSpec, q_slots: torch.Tensor, k_slots: torch.Tensor,
     out_index[text_q_rows] = windows * q_tokens + torch.arange(text_q_rows.numel())
 
     return WindowPlan(
-        windows=windows, q_tokens=q_tokens, k_tokens=n_text + k_frame_tokens, text_keys=n_text,
-        q_index=q_rows.clamp(min=0).flatten().to(device), k_index=k_index.flatten().to(device),
-        bias=bias.to(device), text_q_rows=text_q_rows.to(device),
+        windows=windows, q_tokens=q_tokens, text_keys=n_text,
+        q_index=q_rows.clamp(min=0).flatten().to(device),
+        k_frame_index=k_rows.clamp(min=0).to(device), bias=bias.to(device),
+        text_q_rows=text_q_rows.to(device),
         text_k_rows=text_k_rows.to(device), out_index=out_index.to(device),
     )

@@ -121,8 +121,18 @@ class FlexAttention:
         with warnings.catch_warnings():
             # Eager flex warns that it is unfused; that is this backend's documented default.
             warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-            return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask,
-                                  scale=default_scale(q, scale))
+            try:
+                return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask,
+                                      scale=default_scale(q, scale))
+            except Exception as exc:
+                if self.compile and type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                    raise UnavailableError(
+                        f"torch.compile could not build the flex_attention kernel for mask "
+                        f"'{mask.describe()}' ({type(exc).__name__}: {first}); set compile: false "
+                        "to use eager flex, or use the sdpa or swin3d attention"
+                    ) from exc
+                raise
 
     @staticmethod
     def _check_supported(q, k, v, dropout_p) -> None:

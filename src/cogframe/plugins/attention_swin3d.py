@@ -34,10 +34,10 @@ __all__ = ["Swin3dAttention"]
     "swin3d",
     description="3D shifted-window attention computed per window (O(S x window)); dense fallback.",
     capabilities=Capabilities(
-        devices=("cpu", "cuda"), dtypes=("float32", "float64", "bfloat16"), backward=True,
-        masks=("sequential", "interpolation"),
-        extra={"needs_window": True,
-               "fallback": "dense sdpa for other masks and for partial-frame queries (decoding)"},
+        devices=("cpu", "cuda"), dtypes=("float32", "float64", "bfloat16", "float16"),
+        backward=True, masks=("sequential", "interpolation"),
+        extra={"fast_path": "temporal rules with a window, whole-frame queries",
+               "fallback": "exact dense sdpa for other masks and partial-frame (decoding) queries"},
     ),
 )
 class Swin3dAttention:
@@ -70,7 +70,7 @@ class Swin3dAttention:
                  scale=None, dropout_p=0.0, text_bias=0.0):
         check_attention_inputs(q, k, v, q_slots, k_slots)
         scale = default_scale(q, scale)
-        plan = self._plan(mask, q_slots, k_slots, q.dtype, q.device)
+        plan = self._plan(mask, q_slots, k_slots, q.dtype, q.device, float(text_bias))
         if plan is None:
             bias = dense_bias(mask, q_slots, k_slots, text_valid, dtype=q.dtype, text_bias=text_bias)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p,
@@ -78,15 +78,15 @@ class Swin3dAttention:
         return _window_attention(q, k, v, plan, mask, q_slots, k_slots, text_valid, scale=scale,
                                  dropout_p=dropout_p, text_bias=text_bias)
 
-    def _plan(self, mask, q_slots, k_slots, dtype, device) -> WindowPlan | None:
+    def _plan(self, mask, q_slots, k_slots, dtype, device, text_bias) -> WindowPlan | None:
         if mask.window is None or not mask.is_temporal:
             return None  # skip hashing the slot tables for calls that can never be windowed
-        key = (mask, dtype, str(device), q_slots.cpu().numpy().tobytes(),
+        key = (mask, dtype, str(device), text_bias, q_slots.cpu().numpy().tobytes(),
                k_slots.cpu().numpy().tobytes())
         if key in self._plans:
             self._plans.move_to_end(key)
             return self._plans[key]
-        plan = build_plan(mask, q_slots, k_slots, dtype, device)
+        plan = build_plan(mask, q_slots, k_slots, dtype, device, text_bias)
         if self.cache_size:
             self._plans[key] = plan
             while len(self._plans) > self.cache_size:
@@ -94,27 +94,40 @@ class Swin3dAttention:
         return plan
 
 
-def _text_columns(mask: MaskSpec, k_slots, plan: WindowPlan, text_valid, text_bias, batch, dtype):
-    """Per-sample additive bias of the text key columns, ``[B', n_text]``; None if all zero."""
-    if plan.text_keys == 0:
-        return None
-    if text_valid is not None:
-        text_valid = mask.layout.check_text_valid(text_valid, device=k_slots.device)
-        if text_valid.shape[0] not in (1, batch):
-            raise ShapeError(
-                f"text_valid has batch {text_valid.shape[0]} but q has batch {batch}: dimension 0 "
-                "must match (or be 1 to share one padding pattern)."
-            )
-        if bool(text_valid.all()):
-            text_valid = None
-    if text_valid is None and not text_bias:
-        return None
-    cols = torch.full((1 if text_valid is None else text_valid.shape[0], plan.text_keys),
-                      float(text_bias), dtype=dtype, device=k_slots.device)
-    if text_valid is not None:
-        valid = text_valid[:, k_slots[plan.text_k_rows]]
-        cols = cols.masked_fill(~valid, float("-inf"))
-    return cols
+def _shared_text_valid(mask: MaskSpec, text_valid, batch: int, device) -> torch.Tensor | None:
+    """The ``[text_len]`` padding every sample shares, or None when samples differ."""
+    text_valid = mask.layout.check_text_valid(text_valid, device=device)
+    if text_valid.shape[0] not in (1, batch):
+        raise ShapeError(
+            f"text_valid has batch {text_valid.shape[0]} but q has batch {batch}: dimension 0 must "
+            "match (or be 1 to share one padding pattern)."
+        )
+    if text_valid.shape[0] == 1 or bool((text_valid == text_valid[:1]).all()):
+        return text_valid[0]
+    return None
+
+
+def _keys_and_bias(plan: WindowPlan, mask: MaskSpec, k_slots, text_valid, batch: int):
+    """Rows of k/v to gather per window, the additive mask, and whether the batch shares it.
+
+    Shared padding (one sample, or identical rows): padded text keys are simply not gathered,
+    so the cached bias serves as a column slice (its text columns are all equal) and no
+    per-call mask is allocated. Differing padding: every sample gets a copy of the bias with its
+    pad columns at -inf, ``[B * nW, 1, Nq, n_text + Nk]``.
+    """
+    nw, n_text = plan.windows, plan.text_keys
+    shared = _shared_text_valid(mask, text_valid, batch, k_slots.device)
+    if shared is not None:
+        text_rows = plan.text_k_rows[shared[k_slots[plan.text_k_rows]]]
+        bias = plan.bias[..., n_text - text_rows.numel():].unsqueeze(1)
+    else:
+        text_rows = plan.text_k_rows
+        valid = mask.layout.check_text_valid(text_valid)[:, k_slots[text_rows]]
+        bias = plan.bias.unsqueeze(0).repeat(batch, 1, 1, 1)
+        bias[..., :n_text].masked_fill_(~valid[:, None, None, :], float("-inf"))
+        bias = bias.view(batch * nw, 1, plan.q_tokens, -1)
+    k_index = torch.cat([text_rows.expand(nw, -1), plan.k_frame_index], dim=1).flatten()
+    return k_index, bias, shared is not None
 
 
 def _to_windows(t: torch.Tensor, fold_batch_into_heads: bool) -> torch.Tensor:
@@ -139,20 +152,14 @@ def _window_attention(q, k, v, plan: WindowPlan, mask, q_slots, k_slots, text_va
                       dropout_p, text_bias):
     """Per-window attention of the frame queries plus dense text-only attention of text queries."""
     batch, heads, _, dim = q.shape
-    nw, nq, nk = plan.windows, plan.q_tokens, plan.k_tokens
+    nw, nq = plan.windows, plan.q_tokens
+    k_index, bias, shared = _keys_and_bias(plan, mask, k_slots, text_valid, batch)
+    nk = k_index.numel() // nw
     qw = q.index_select(2, plan.q_index).view(batch, heads, nw, nq, dim)
-    kw = k.index_select(2, plan.k_index).view(batch, heads, nw, nk, dim)
-    vw = v.index_select(2, plan.k_index).view(batch, heads, nw, nk, dim)
-    cols = _text_columns(mask, k_slots, plan, text_valid, text_bias, batch, plan.bias.dtype)
-    # With one mask for every sample, fold the batch into the heads so the cached per-window bias
-    # broadcasts as is; otherwise each sample's windows get their own copy with its text columns.
-    shared = cols is None
-    if shared:
-        bias = plan.bias.unsqueeze(1)
-    else:
-        bias = plan.bias.unsqueeze(0).repeat(cols.shape[0], 1, 1, 1)
-        bias[..., : plan.text_keys] += cols[:, None, None, :]
-        bias = bias.expand(batch, -1, -1, -1).reshape(batch * nw, 1, nq, nk)
+    kw = k.index_select(2, k_index).view(batch, heads, nw, nk, dim)
+    vw = v.index_select(2, k_index).view(batch, heads, nw, nk, dim)
+    # With one mask for every sample, fold the batch into the heads so the cached per-window
+    # bias broadcasts as is.
     out = F.scaled_dot_product_attention(
         _to_windows(qw, shared), _to_windows(kw, shared), _to_windows(vw, shared),
         attn_mask=bias, dropout_p=dropout_p, scale=scale)

@@ -256,8 +256,9 @@ class PrepareTask:
                             "and a frame-rate sampler with a fixed frame count.")
         num_frames = frame_sets[0].shape[0]
         flat = torch.from_numpy(np.stack(frame_sets)).flatten(0, 1).permute(0, 3, 1, 2)
-        codes = torch.cat([image_tok.encode(flat[i:i + batch].float() / 255.0)
-                           for i in range(0, flat.shape[0], batch)]).cpu()
+        with torch.no_grad():
+            codes = torch.cat([image_tok.encode(flat[i:i + batch].float() / 255.0)
+                               for i in range(0, flat.shape[0], batch)]).cpu()
         return codes.view(len(frame_sets), num_frames, *codes.shape[1:])
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +36,13 @@ WEIGHTS_FILE = "model.safetensors"
 _FORMAT = "cogframe-vqvae"
 SUPPORTED_DOWNSAMPLE = (4, 8)
 # Keys that fix tensor shapes: a checkpoint cannot be loaded into a model that disagrees on them.
-ARCH_KEYS = ("downsample", "codebook_size", "code_dim", "channels", "num_res_blocks")
+ARCH_KEYS = ("downsample", "codebook_size", "code_dim", "channels", "channel_mult", "num_res_blocks")
 DEFAULTS = {
     "downsample": 4,
     "codebook_size": 256,
     "code_dim": 32,
     "channels": 32,
+    "channel_mult": None,  # None: (1, 2, 4, 4, ...) as icetk, one entry per resolution level
     "num_res_blocks": 1,
     "commitment": 0.25,
     "decay": 0.99,
@@ -92,17 +94,20 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _level_channels(channels: int, levels: int) -> list[int]:
-    # Full resolution keeps the base width; every coarser level doubles it up to 4x (icetk: 1,2,4).
-    return [channels * min(4, 2 ** min(i, 2)) if i else channels for i in range(levels + 1)]
+def default_channel_mult(levels: int) -> tuple[int, ...]:
+    """icetk's widths per resolution level, full resolution first: 1, 2, 4, then 4 (capped)."""
+    return tuple(min(4, 2 ** i) for i in range(levels + 1))
 
 
 class Encoder(nn.Module):
-    """RGB in [-1, 1] ``[N, 3, H, W]`` -> features ``[N, code_dim, H/ds, W/ds]``."""
+    """RGB in [-1, 1] ``[N, 3, H, W]`` -> features ``[N, code_dim, H/ds, W/ds]``.
 
-    def __init__(self, channels: int, levels: int, num_res_blocks: int, code_dim: int) -> None:
+    ``widths[i]`` is the channel count at resolution level ``i`` (level 0 = full resolution).
+    """
+
+    def __init__(self, widths: list[int], num_res_blocks: int, code_dim: int) -> None:
         super().__init__()
-        widths = _level_channels(channels, levels)
+        levels = len(widths) - 1
         layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
         current = widths[0]
         for level, width in enumerate(widths):
@@ -120,11 +125,12 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Code vectors ``[N, code_dim, h, w]`` -> RGB in about [-1, 1] ``[N, 3, h*ds, w*ds]``."""
+    """Code vectors ``[N, code_dim, h, w]`` -> RGB in about [-1, 1] ``[N, 3, h*ds, w*ds]`` (mirrors Encoder)."""
 
-    def __init__(self, channels: int, levels: int, num_res_blocks: int, code_dim: int) -> None:
+    def __init__(self, widths: list[int], num_res_blocks: int, code_dim: int) -> None:
         super().__init__()
-        widths = _level_channels(channels, levels)[::-1]
+        levels = len(widths) - 1
+        widths = widths[::-1]
         current = widths[0]
         layers: list[nn.Module] = [nn.Conv2d(code_dim, current, 3, padding=1), ResBlock(current, current)]
         for level, width in enumerate(widths):
@@ -168,7 +174,9 @@ class VQVAE(nn.Module):
         downsample: Spatial reduction, 4 or 8.
         codebook_size: Number of codes (image vocabulary size).
         code_dim: Dimension of each code vector.
-        channels: Width of the full-resolution level (coarser levels use 2x and 4x).
+        channels: Base width; level ``i`` has ``channels * channel_mult[i]`` channels.
+        channel_mult: Width multipliers per resolution level, full resolution first
+            (``log2(downsample) + 1`` entries); default ``[1, 2, 4]`` / ``[1, 2, 4, 4]`` as icetk.
         num_res_blocks: ResBlocks per resolution level.
         commitment: Weight of the commitment loss in ``stats["loss"]``.
         decay: EMA decay of the codebook.
@@ -180,13 +188,15 @@ class VQVAE(nn.Module):
     """
 
     def __init__(self, path: str | None = None, downsample: int | None = None, codebook_size: int | None = None,
-                 code_dim: int | None = None, channels: int | None = None, num_res_blocks: int | None = None,
+                 code_dim: int | None = None, channels: int | None = None,
+                 channel_mult: Sequence[int] | None = None, num_res_blocks: int | None = None,
                  commitment: float | None = None, decay: float | None = None,
                  dead_code_threshold: float | None = None) -> None:
         super().__init__()
         given = {"downsample": downsample, "codebook_size": codebook_size, "code_dim": code_dim,
-                 "channels": channels, "num_res_blocks": num_res_blocks, "commitment": commitment,
-                 "decay": decay, "dead_code_threshold": dead_code_threshold}
+                 "channels": channels, "channel_mult": None if channel_mult is None else [int(m) for m in channel_mult],
+                 "num_res_blocks": num_res_blocks, "commitment": commitment, "decay": decay,
+                 "dead_code_threshold": dead_code_threshold}
         config = dict(DEFAULTS)
         saved = _read_config(Path(path)) if path is not None else None
         if saved is not None:
@@ -205,9 +215,16 @@ class VQVAE(nn.Module):
         for key in ("codebook_size", "code_dim", "channels", "num_res_blocks"):
             if int(config[key]) < 1:
                 raise ConfigError(f"vqvae {key} must be a positive integer, got {config[key]}.")
-        self.config = {k: (int(v) if k in ARCH_KEYS else float(v)) for k, v in config.items()}
-        levels = int(math.log2(self.config["downsample"]))
-        arch = (self.config["channels"], levels, self.config["num_res_blocks"], self.config["code_dim"])
+        levels = int(math.log2(int(config["downsample"])))
+        mult = list(config["channel_mult"] or default_channel_mult(levels))
+        if len(mult) != levels + 1 or min(mult) < 1:
+            raise ConfigError(f"vqvae channel_mult must have {levels + 1} positive entries for downsample "
+                              f"{config['downsample']} (one per resolution level), got {mult}.")
+        config["channel_mult"] = [int(m) for m in mult]
+        self.config = {k: (v if k == "channel_mult" else int(v) if k in ARCH_KEYS else float(v))
+                       for k, v in config.items()}
+        widths = [self.config["channels"] * m for m in self.config["channel_mult"]]
+        arch = (widths, self.config["num_res_blocks"], self.config["code_dim"])
         self.encoder = Encoder(*arch)
         self.quantizer = VectorQuantizerEMA(self.config["codebook_size"], self.config["code_dim"],
                                             decay=self.config["decay"],
