@@ -350,13 +350,12 @@ def test_official_recipe_names_every_missing_file_and_how_to_get_it(tmp_path):
     cfg = load_recipe("cogvideo_9b/sample_official", [f"weights_dir={tmp_path}"])
     problems = {p.where: str(p) for p in check_official_files(cfg)}
     assert set(problems) == {"stage1.model.weights", "stage2.model.weights", "text_tokenizer.model_path",
-                             "image_tokenizer.path", "sampling.first_frame_sampler.clusters",
-                             "sampling.frame_sampler.clusters"}
+                             "image_tokenizer.path", "first_frame_sampler.clusters", "token_sampler.clusters"}
     assert "cogvideo-stage1.zip" in problems["stage1.model.weights"]
     assert "cogframe convert sat cogvideo-stage2/" in problems["stage2.model.weights"]
     assert "ice_text.model" in problems["text_tokenizer.model_path"] and "icetk" in problems["text_tokenizer.model_path"]
     assert "~/.icetk_models" in problems["image_tokenizer.path"]
-    assert "cluster_label2.npy" in problems["sampling.frame_sampler.clusters"]
+    assert "cluster_label2.npy" in problems["token_sampler.clusters"]
 
     write_sat(tmp_path / "cogvideo-stage1", "stage1")  # an unconverted SAT folder
     write_sat(tmp_path / "raw2", "stage2")

@@ -107,6 +107,9 @@ def test_missing_special_piece_and_extra_pieces(model_file):
 def test_errors_for_missing_model_and_empty_corpus(tmp_path):
     with pytest.raises(DataError, match="no SentencePiece model"):
         SentencePieceTokenizer(str(tmp_path / "nope.model"))
+    (tmp_path / "bad.model").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="corrupt"):
+        SentencePieceTokenizer(str(tmp_path / "bad.model"))
     with pytest.raises(DataError, match="empty corpus"):
         SentencePieceTokenizer.train(["", "  "], tmp_path / "x", vocab_size=32)
 

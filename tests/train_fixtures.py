@@ -68,6 +68,7 @@ def write_recipe(path: Path, preset: str, out: Path, shards: Path, tokenizer: Pa
                   "device": "cpu", **(train or {})},
         "loggers": [{"name": "jsonl", "path": str(out / "metrics.jsonl")}],
         "resume": False,
+        "overwrite": False,
     }
     if init_from is not None:
         recipe["model"]["init"] = {"from": str(init_from), "freeze_inherited": True}

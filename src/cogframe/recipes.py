@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import inspect
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -23,7 +25,10 @@ from cogframe.overrides import apply_overrides
 from cogframe.validation import recipe_problems, validate_recipe
 
 __all__ = [
+    "ASSETS_ENV",
     "RECIPE_SUFFIX",
+    "asset_path",
+    "assets_root",
     "recipe_roots",
     "list_recipes",
     "find_recipe",
@@ -33,6 +38,46 @@ __all__ = [
 ]
 
 RECIPE_SUFFIX = ".yaml"
+ASSETS_ENV = "COGFRAME_ASSETS"
+
+
+def assets_root() -> Path:
+    """The folder ``${asset:...}`` resolves against: ``$COGFRAME_ASSETS``, else ``cogframe/assets``.
+
+    The shipped folder sits inside the package, so a wheel carries it; the variable points recipes
+    at another copy (tests, or models trained locally) without editing them.
+    """
+    override = os.environ.get(ASSETS_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(str(importlib.resources.files("cogframe") / "assets"))
+
+
+def asset_path(relative: str) -> str:
+    """Resolver of ``${asset:tiny/stage1.safetensors}``: that path under :func:`assets_root`.
+
+    The file need not exist yet: the task that reads it reports a missing asset with the recipe
+    that produces it.
+    """
+    rel = Path(str(relative))
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ConfigError(f"${{asset:{relative}}}: an asset is a path inside the assets folder, like "
+                          "tiny/stage1.safetensors; use a plain path for files elsewhere")
+    return str(assets_root() / rel)
+
+
+def _register_resolvers() -> None:
+    if OmegaConf.has_resolver("asset"):
+        return
+    # omegaconf 2.4 renamed register_new_resolver to register_resolver (2.3's register_resolver is
+    # the old, string-only API); pick whichever takes keyword arguments.
+    register = OmegaConf.register_resolver
+    if "replace" not in inspect.signature(register).parameters:
+        register = OmegaConf.register_new_resolver
+    register("asset", asset_path)
+
+
+_register_resolvers()
 
 
 def _packaged_root() -> Path | None:

@@ -32,6 +32,9 @@ COMMANDS: tuple[str, ...] = (
     "cogframe.cli.plan",
     "cogframe.cli.mask",
     "cogframe.cli.consolidate",
+    "cogframe.cli.convert",
+    "cogframe.cli.demo",
+    "cogframe.cli.eval",
 )
 
 EXIT_OK = 0

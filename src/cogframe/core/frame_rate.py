@@ -42,12 +42,13 @@ class FrameRateChoice:
     Attributes:
         fps: The sampling rate (frames per second of the output frames).
         frame_indices: Indices into the clip's native frames, strictly increasing.
-        prefix: The duration text to put before ``<n>`` and the caption, e.g. ``"4.0s"``.
+        prefix: The duration text to put before ``<n>`` and the caption, e.g. ``"4.0s"``; None
+            for samples without one (text-to-image data).
     """
 
     fps: float
     frame_indices: list[int]
-    prefix: str
+    prefix: str | None
 
 
 class FrameRateSampler(Protocol):

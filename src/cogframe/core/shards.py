@@ -153,7 +153,8 @@ class ShardDataset(torch.utils.data.Dataset):
         self._files = [self.root / s["file"] for s in splits[split]["shards"]]
         missing = [f.name for f in self._files if not f.is_file()]
         if missing:
-            raise DataError(f"token shards listed in {self.root / MANIFEST_FILE} are missing: {', '.join(missing[:5])}; "
+            raise DataError(f"token shards listed in {self.root / MANIFEST_FILE} are missing: "
+                            f"{', '.join(missing[:5])}; "
                             "re-run the prepare task (finished shards are kept) to rebuild them.")
         self._starts = [0]
         for s in splits[split]["shards"]:

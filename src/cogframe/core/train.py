@@ -247,7 +247,7 @@ def train(
                     logger.log(metrics, step)
             history.append({"step": step, **metrics})
             bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             if settings.save_every and (step % settings.save_every == 0) and step < settings.steps:
                 ctx.save_checkpoint(ckpt_dir, model, optimizer, order,
                                     TrainerState(step, _schedule_state(settings), metrics,

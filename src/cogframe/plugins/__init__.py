@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.icetk",
     "cogframe.plugins.token_samplers",
     "cogframe.plugins.interpolators",
+    "cogframe.plugins.task_sample",
 )
 
 _plugin_set: PluginSet | None = None

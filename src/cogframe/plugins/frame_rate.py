@@ -28,7 +28,7 @@ from cogframe.errors import ConfigError, DataError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
 
-__all__ = ["FixedFps", "InterpolationWindows", "LowestFps", "RandomFps"]
+__all__ = ["FixedFps", "InterpolationWindows", "LowestFps", "RandomFps", "SingleFrame"]
 
 PAPER_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 INTERPOLATION_RATES = (2.0, 4.0, 8.0)
@@ -152,6 +152,22 @@ class InterpolationWindows(RandomFps):
         super().__init__(rates, frames, prefix_format)
 
 
+@component("frame_rate_sampler", "single_frame",
+           description="One random frame and no frame-rate prefix: text-to-image pretraining data.")
+class SingleFrame:
+    """Text-to-image samples from video clips: a uniformly random frame, captioned without prefix.
+
+    CogView2-style pretraining sees images and captions only; the duration prefix belongs to the
+    video stages (and the released first-frame prompt has none either, spec §2.2).
+    """
+
+    def __call__(self, num_frames: int, native_fps: float, rng: random.Random) -> FrameRateChoice:
+        if num_frames < 1:
+            raise DataError("the clip has no frames; drop empty clips from the dataset.")
+        return FrameRateChoice(fps=float(native_fps), frame_indices=[rng.randrange(num_frames)],
+                               prefix=None)
+
+
 @hookimpl
 def register_components():
-    return [LowestFps, FixedFps, RandomFps, InterpolationWindows]
+    return [LowestFps, FixedFps, RandomFps, InterpolationWindows, SingleFrame]

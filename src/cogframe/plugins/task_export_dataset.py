@@ -41,7 +41,8 @@ __all__ = ["ExportDatasetTask"]
 _FORMATS = ("mp4", "gif", "webm")
 
 
-@component("task", "export_dataset", description="Write a dataset as video files + captions.jsonl (video_folder layout).")
+@component("task", "export_dataset",
+           description="Write a dataset as video files + captions.jsonl (video_folder layout).")
 class ExportDatasetTask:
     """Exports every split of ``dataset`` into one folder readable by ``video_folder``."""
 

@@ -124,7 +124,8 @@ class PrepareTask:
         if text_tok.id_offset < image_tok.codebook_size:
             raise ConfigError(
                 f"text ids would overlap image ids: text_tokenizer.id_offset is {text_tok.id_offset} but the image "
-                f"tokenizer has {image_tok.codebook_size} codes; set text_tokenizer.id_offset: {image_tok.codebook_size}.")
+                f"tokenizer has {image_tok.codebook_size} codes; set text_tokenizer.id_offset: "
+                f"{image_tok.codebook_size}.")
         manifest: dict[str, Any] = {
             "format": SHARD_FORMAT, "version": SHARD_VERSION, "text_len": s["text_len"],
             "image_vocab_size": image_tok.codebook_size, "text_vocab_size": text_tok.vocab_size,
@@ -170,31 +171,32 @@ class PrepareTask:
         for leftover in out.glob(f".{split}-*"):
             if is_temp_file(leftover):
                 leftover.unlink(missing_ok=True)
-        bar = tqdm(total=count, desc=f"prepare {split}", unit="clip", file=sys.stderr)
-        for number in range(math.ceil(count / size)):
-            path = out / shard_name(split, number)
-            entries = range(number * size, min(count, (number + 1) * size))
-            marker = read_marker(path)
-            if marker is not None and marker.get("fingerprint") == fingerprint:
-                reused += 1
-                bar.update(len(entries))
-                skipped = [SkippedEntry.from_dict(d) for d in marker.get("skipped", [])]
-            else:
-                if marker is not None and not s["overwrite"]:
-                    raise DataError(
-                        f"{path} was made with different settings (fingerprint {marker.get('fingerprint')} != "
-                        f"{fingerprint}); use a new output_dir, delete the old shards, or set overwrite: true.")
-                marker, skipped = self._write_shard(path, split, dataset, entries, fingerprint, seed, s,
-                                                    text_tok, image_tok, sampler, bar)
-            if marker["num_samples"]:
-                sample_shape = tuple(marker["sample_shape"])
-                if shape is not None and sample_shape != shape:
-                    raise DataError(f"{path} holds samples of shape {list(sample_shape)} but earlier shards have "
-                                    f"{list(shape)}; give the dataset a fixed size and re-run with overwrite: true.")
-                shape = sample_shape
-            log.extend(skipped)
-            shards.append({"file": path.name, "num_samples": int(marker["num_samples"])})
-        bar.close()
+        # A context manager closes the bar on errors too, so an error message starts on its own line.
+        with tqdm(total=count, desc=f"prepare {split}", unit="clip", file=sys.stderr) as bar:
+            for number in range(math.ceil(count / size)):
+                path = out / shard_name(split, number)
+                entries = range(number * size, min(count, (number + 1) * size))
+                marker = read_marker(path)
+                if marker is not None and marker.get("fingerprint") == fingerprint:
+                    reused += 1
+                    bar.update(len(entries))
+                    skipped = [SkippedEntry.from_dict(d) for d in marker.get("skipped", [])]
+                else:
+                    if marker is not None and not s["overwrite"]:
+                        raise DataError(
+                            f"{path} was made with different settings (fingerprint {marker.get('fingerprint')} != "
+                            f"{fingerprint}); use a new output_dir, delete the old shards, or set overwrite: true.")
+                    marker, skipped = self._write_shard(path, split, dataset, entries, fingerprint, seed, s,
+                                                        text_tok, image_tok, sampler, bar)
+                if marker["num_samples"]:
+                    sample_shape = tuple(marker["sample_shape"])
+                    if shape is not None and sample_shape != shape:
+                        raise DataError(f"{path} holds samples of shape {list(sample_shape)} but earlier shards "
+                                        f"have {list(shape)}; give the dataset a fixed size and re-run with "
+                                        "overwrite: true.")
+                    shape = sample_shape
+                log.extend(skipped)
+                shards.append({"file": path.name, "num_samples": int(marker["num_samples"])})
         if reused:
             print(f"prepare {split}: reused {reused} finished shard(s) from an earlier run", file=sys.stderr)
         info = {"num_samples": sum(x["num_samples"] for x in shards), "shards": shards, "skipped": len(log),

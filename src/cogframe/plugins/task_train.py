@@ -64,7 +64,20 @@ class TrainTask:
         if OmegaConf.select(cfg, "output_dir") is None:
             raise ConfigError("the train task needs output_dir (where checkpoints and the final "
                               "model.safetensors go).")
-        del config
+        for key in ("model.init.from", "model.weights"):
+            path = OmegaConf.select(cfg, key)
+            if path and not Path(str(path)).exists():
+                raise ConfigError(
+                    f"{key} is {path}, which does not exist yet. Train that model first (for the "
+                    "tiny recipes: `cogframe run tiny/t2i`) or point the key at an existing file.")
+        if config.has_temporal_channel and not OmegaConf.select(cfg, "model.init.from"):
+            init = OmegaConf.select(cfg, "model.init.freeze_inherited", default=True)
+            if init:
+                raise ConfigError(
+                    "model.init.from is empty but model.init.freeze_inherited is true: a video "
+                    "stage would freeze a random backbone. Inherit a text-to-image model "
+                    "(model.init.from=...) or train from scratch with "
+                    "model.init.freeze_inherited=false.")
 
     def run(self, cfg: DictConfig, registries: Registries) -> None:
         """Build data, model, loggers and context, then call core.train.train."""
@@ -75,6 +88,7 @@ class TrainTask:
 
         settings = train_settings(cfg)
         config = model_config_from_recipe(cfg)
+        self._check_output_dir(cfg)
         tokenizer = registries.build("text_tokenizer", cfg.text_tokenizer)
         self._check_agreement(config, tokenizer, cfg)
         dist_cfg = cfg.get("distributed") or {}
@@ -111,6 +125,24 @@ class TrainTask:
         ctx.print(f"finished at step {result.step}: train loss {result.train_loss:.4f}"
                   + (f", val loss {result.val_loss:.4f}" if result.val_loss is not None else "")
                   + f"; weights in {Path(str(cfg.output_dir)) / 'model.safetensors'}")
+
+    @staticmethod
+    def _check_output_dir(cfg: DictConfig) -> None:
+        """Never mix a fresh run into an earlier run's checkpoints without being told to."""
+        import shutil
+
+        from cogframe.core.checkpoint import list_checkpoints
+
+        ckpt_dir = Path(str(cfg.output_dir)) / "checkpoints"
+        if not list_checkpoints(ckpt_dir) or cfg.get("resume", False):
+            return
+        if not cfg.get("overwrite", False):
+            raise ConfigError(
+                f"{ckpt_dir} already holds checkpoints of an earlier run. Continue it with "
+                "resume=true, start over with overwrite=true (deletes them), or choose another "
+                "output_dir.")
+        if int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(ckpt_dir)
 
     @staticmethod
     def _check_agreement(config, tokenizer, cfg) -> None:

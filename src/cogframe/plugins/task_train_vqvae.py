@@ -141,8 +141,9 @@ class TrainVQVAETask:
         optimizer = torch.optim.Adam(model.parameters(), lr=float(s["lr"]))
         # Cosine decay to min_lr_ratio * lr: large early steps while the codebook settles,
         # small late steps for a sharper final reconstruction.
+        floor = float(s["min_lr_ratio"])
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda i: s["min_lr_ratio"] + (1 - s["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * i / steps)))
+            optimizer, lambda i: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * i / steps)))
         generator = torch.Generator().manual_seed(seed)
         model.train()
         start = time.perf_counter()

@@ -1,0 +1,215 @@
+"""The sample task, its recipe, bad-input handling, the asset resolver and `cogframe demo`.
+
+Tiny random models stand in for the shipped assets (tests/sample_fixtures.py); COGFRAME_ASSETS
+points the recipe's ${asset:...} paths at them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from cogframe.core.video import read_video
+from cogframe.errors import DataError
+from cogframe.plugins import get_registries
+from cogframe.recipes import load_recipe
+from sample_fixtures import SMALL, make_assets
+
+SIDE = ["rounds=1"]  # one stage-2 round keeps each run well under a second
+
+
+@pytest.fixture(scope="module")
+def asset_root(tmp_path_factory):
+    return make_assets(tmp_path_factory.mktemp("assets"))
+
+
+@pytest.fixture
+def assets(asset_root, monkeypatch):
+    monkeypatch.setenv("COGFRAME_ASSETS", str(asset_root))
+    return asset_root
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+# ------------------------------------------------------------------------------ happy paths
+def test_run_writes_mp4_gif_png_json_at_the_final_frame_rate(cli, assets, tmp_path):
+    result = cli("run", "tiny/sample", "prompt=a red circle moving left", f"out={tmp_path}/red", *SMALL)
+    assert result.code == 0, result.err
+    assert _files(tmp_path) == ["red.gif", "red.json", "red.mp4", "red.png"]
+    frames, fps = read_video(tmp_path / "red.mp4")
+    assert frames.shape == (33, 32, 32, 3) and fps == pytest.approx(8.0)  # 5 key frames at 1 fps, 3 rounds
+    gif, _ = read_video(tmp_path / "red.gif")
+    assert gif.shape[0] == 33
+    record = json.loads((tmp_path / "red.json").read_text())
+    assert record["prompt"] == "a red circle moving left" and record["seed"] == 0
+    assert record["fps"] == 8.0 and record["key_fps"] == 1.0 and record["duration_prefix"] == "4.0s"
+    assert record["passes"]["stage1"] > 0 and record["passes"]["stage2"] > 0
+    assert {"load", "stage1", "stage2", "decode"} <= set(record["timings_s"])
+    assert record["files"] == {"mp4": "red.mp4", "gif": "red.gif", "png": "red.png"}
+    assert (tmp_path / "red.mp4").stat().st_mode & 0o044  # readable by others, unlike a temp file
+
+
+@pytest.mark.parametrize("overrides,frames,fps", [
+    (["rounds=0"], 5, 1.0),                               # key frames only
+    (["duration=2.0s", "rounds=2"], 17, 8.0),  # 2 fps key frames -> 4, 8 fps rounds
+    (["rounds=2", "interpolator={name: linear_blend}"], 17, 4.0),
+])
+def test_final_fps_is_key_fps_times_two_to_the_rounds(assets, tmp_path, overrides, frames, fps):
+    from cogframe.plugins.task_sample import run_sample
+
+    cfg = load_recipe("tiny/sample", [f"out={tmp_path}/v", *SMALL, *overrides])
+    if cfg.interpolator.name == "linear_blend":  # a pixel baseline needs no stage-2 model
+        cfg.stage2 = None
+    result = run_sample(cfg, get_registries(), echo=lambda *_: None)
+    record = json.loads(Path(result.outputs[0]["json"]).read_text())
+    assert (record["frames"], record["fps"]) == (frames, fps)
+
+
+def test_prompts_file_gives_one_set_of_outputs_per_prompt(cli, assets, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moving left\n\na blue square moving up\na green triangle moving down\n")
+    result = cli("run", "tiny/sample", f"prompts_file={prompts}", f"out={tmp_path}/out/", "batch_size=2",
+                 *SMALL, *SIDE)
+    assert result.code == 0, result.err
+    stems = ["000_a_red_circle_moving_left", "001_a_blue_square_moving_up", "002_a_green_triangle_moving_down"]
+    assert _files(tmp_path / "out") == sorted(f"{s}.{e}" for s in stems for e in ("gif", "json", "mp4", "png"))
+    records = [json.loads((tmp_path / "out" / f"{s}.json").read_text()) for s in stems]
+    assert [(r["index"], r["batch_row"], r["seed"]) for r in records] == [(0, 0, 0), (1, 1, 0), (2, 0, 2)]
+    assert "[3/3]" in result.out
+
+
+def test_parallel_waves_and_batching_do_not_change_the_video(assets):
+    from cogframe.sample_pipeline import SamplePipeline
+
+    def frames(*overrides):
+        cfg = load_recipe("tiny/sample", [*SMALL, *SIDE, *overrides])
+        pipeline = SamplePipeline.build(cfg, get_registries())
+        return pipeline.generate(["a red circle moving left", "a blue square moving up"], seed=3).frames
+
+    parallel = frames("parallel=true")
+    assert np.array_equal(parallel, frames("parallel=false"))
+    assert np.array_equal(parallel, frames("parallel=true", "window_batch=1"))
+
+
+# ------------------------------------------------------------------------------ bad input
+LONG = "a red circle moving left then a blue square moving right then a green triangle moving up"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["prompt=''"], r"prompt is empty"),
+    ([f"prompt={LONG}"], r"prompt too long: \d+ tokens .* text_len is 16"),
+    (["fps=3"], r"3 fps .*not trained on .*0.25, 0.5, 1, 2, 4, 8"),
+    (["duration=3.3s"], r"duration: the key frames at 1.21212 fps \(duration 3.3s\) are at a rate the "
+                                    r"stage-1 model was not trained on .* the durations 16.0s, 8.0s, 4.0s"),
+    (["fps=0"], r"fps 0 is not a positive frame rate"),
+    (["duration=soon"], r"duration 'soon' is not a positive number of seconds"),
+    (["fps=2"], r"need the stage-2 model at 4, 8, 16 fps, but it was trained on 2, 4, 8"),
+    (["rounds=4"], r"rounds: must be a whole number from 0 to 3"),
+    (["fps=1", "duration=4.0s"], r"both fps \(1\) and duration \(4.0s\) are set"),
+    (["guidance=lots"], r"guidance must be a number, got 'lots'"),
+    (["guidance=3"], r"negative_prompt: is empty but guidance is 3"),
+    (["stage1.model.weights=/nonexistent/stage1.safetensors"],
+     r"stage1\.model\.weights: the stage-1 \(key-frame\) model weights /nonexistent/stage1\.safetensors "
+     r"does not exist"),
+    (["prompts_file=/nonexistent/prompts.txt"], r"prompts_file: /nonexistent/prompts\.txt does not exist"),
+])
+def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(cli, assets, tmp_path, overrides, message):
+    result = cli("run", "tiny/sample", f"out={tmp_path}/out/", *SMALL, *overrides)
+    assert result.code == 2
+    assert result.err.startswith("error: ") and "Traceback" not in result.err
+    assert re.search(message, result.err), result.err
+    assert _files(tmp_path / "out") == []
+
+
+def test_missing_assets_name_the_file_the_key_and_the_training_recipe(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COGFRAME_ASSETS", str(tmp_path / "empty"))
+    result = cli("run", "tiny/sample", f"out={tmp_path}/out/")
+    assert result.code == 2
+    for key, recipe in (("stage1.model.weights", "tiny/stage1"), ("stage2.model.weights", "tiny/stage2"),
+                        ("text_tokenizer.model_path", "tiny/text_tokenizer"), ("image_tokenizer.path", "tiny/vqvae")):
+        line = next(x for x in result.err.splitlines() if x.strip().startswith(f"- {key}:"))
+        assert str(tmp_path / "empty" / "tiny") in line and f"cogframe run {recipe}" in line
+    assert _files(tmp_path / "out") == []
+
+
+def test_checkpoint_of_another_model_is_refused_before_writing(cli, assets, tmp_path):
+    result = cli("run", "tiny/sample", f"out={tmp_path}/out/", "+stage1.model.overrides={num_layers: 3}",
+                 *SMALL[1:], *SIDE)
+    assert result.code == 2 and "does not match the model" in result.err, result.err
+    assert _files(tmp_path / "out") == []
+
+
+def test_a_failing_writer_leaves_no_partial_files(cli, assets, tmp_path, monkeypatch):
+    import cogframe.sample_outputs as outputs
+
+    def broken(*args, **kwargs):
+        raise DataError("disk full")
+
+    monkeypatch.setattr(outputs, "contact_sheet", broken)
+    result = cli("run", "tiny/sample", f"out={tmp_path}/out/", *SMALL, *SIDE)
+    assert result.code == 2 and "disk full" in result.err
+    assert _files(tmp_path / "out") == []  # neither finished files nor temporary ones
+
+
+def test_validate_checks_prompts_without_loading_weights(cli, assets):
+    result = cli("validate", "-q", "tiny/sample", f"prompt={LONG}", *SMALL)
+    assert result.code == 2 and "prompt too long" in result.err
+
+
+# ------------------------------------------------------------------------------ asset resolver
+def test_asset_resolver_uses_the_package_folder_or_cogframe_assets(tmp_path, monkeypatch):
+    import cogframe
+
+    monkeypatch.delenv("COGFRAME_ASSETS", raising=False)
+    node = OmegaConf.create({"a": "${asset:tiny/stage1.safetensors}"})
+    assert node.a == str(Path(cogframe.__file__).parent / "assets" / "tiny" / "stage1.safetensors")
+    monkeypatch.setenv("COGFRAME_ASSETS", str(tmp_path))
+    assert OmegaConf.create({"a": "${asset:tiny/vqvae}"}).a == str(tmp_path / "tiny" / "vqvae")
+    with pytest.raises(Exception, match="inside the assets folder"):
+        _ = OmegaConf.create({"a": "${asset:../secret}"}).a
+
+
+# ------------------------------------------------------------------------------ cogframe demo
+def test_demo_prints_where_the_video_went(cli, assets, tmp_path):
+    result = cli("demo", "--out", tmp_path / "demo", "--prompt", "a blue square moving up", "--seed", "1",
+                 *SMALL, *SIDE)
+    assert result.code == 0, result.err
+    mp4 = tmp_path / "demo" / "a_blue_square_moving_up.mp4"
+    assert f"video:         {mp4}" in result.out and re.search(r"done in \d+\.\d s", result.out)
+    assert json.loads(mp4.with_suffix(".json").read_text())["seed"] == 1
+
+
+def test_demo_without_assets_says_which_file_and_how_to_make_it(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COGFRAME_ASSETS", str(tmp_path / "none"))
+    result = cli("demo", "--out", tmp_path / "demo")
+    assert result.code == 2
+    assert "stage1.safetensors does not exist" in result.err and "cogframe run tiny/stage1" in result.err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_converted_weights_folder_loads_with_its_own_model_description(assets, tmp_path):
+    """The official recipe's path: `stage1.model.weights` is a `cogframe convert` folder, preset null."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from cogframe.core.presets import PRESETS
+    from cogframe.core.weights import write_weights_folder
+    from cogframe.plugins.task_sample import run_sample
+
+    model = copy.deepcopy(PRESETS["tiny_stage1"])
+    model.update(num_layers=2, hidden_size=32, num_heads=2)
+    tensors = load_file(str(assets / "tiny" / "stage1.safetensors"))
+    write_weights_folder(tmp_path / "stage1", tensors, model=model, dtype="float32", max_shard_bytes=1 << 20)
+    cfg = load_recipe("tiny/sample", [f"out={tmp_path}/v", "rounds=0", "display_scale=1", "stage2=null",
+                                      "interpolator=null", f"stage1.model.weights={tmp_path / 'stage1'}",
+                                      "stage1.model.preset=null"])
+    result = run_sample(cfg, get_registries(), echo=lambda *_: None)
+    assert json.loads(Path(result.outputs[0]["json"]).read_text())["frames"] == 5
