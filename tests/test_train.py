@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -80,7 +79,6 @@ def _run_cli(args, **kw):
 
 
 def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(workspace, tmp_path):
-    root = workspace["root"]
     train = {"steps": 24, "save_every": 2, "keep_last": 2}
     straight = write_recipe(tmp_path / "a.yaml", "tiny_stage2", tmp_path / "a",
                             workspace["video_shards"], workspace["tok"], train=train)

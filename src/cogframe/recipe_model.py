@@ -68,8 +68,6 @@ def build_model_from_recipe(cfg: DictConfig, registries, *, device: str | None =
         device: ``"meta"`` to build without memory (planning, FSDP2); default CPU.
         load_weights: Apply ``model.init`` / ``model.weights`` (ignored on the meta device).
     """
-    import torch
-
     from cogframe.core.checkpoint import load_model_weights
     from cogframe.core.inherit import inherit_text_to_image
     from cogframe.core.presets import build_model

@@ -41,6 +41,9 @@ __all__ = [
     "list_checkpoints",
     "load_model_weights",
     "save_model_weights",
+    "checkpoint_paths",
+    "staging_dir",
+    "publish_checkpoint",
 ]
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -213,13 +216,7 @@ def save_checkpoint(
     Returns:
         The final checkpoint folder.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step_{state.step:08d}"
-    tmp = directory / f".{final.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp, final = staging_dir(directory, state.step)
     opt_tensors, groups = _optimizer_tensors(optimizer, param_names)
     save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
               str(tmp / "model.safetensors"))
@@ -236,16 +233,42 @@ def save_checkpoint(
         "rng": _python_rng(),
     }
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1, default=_json_default))
-    for f in tmp.iterdir():
-        _fsync(f)
+    return publish_checkpoint(tmp, final, keep_last)
+
+
+def checkpoint_paths(directory: str | os.PathLike, step: int) -> tuple[Path, Path]:
+    """``(staging folder, final folder)`` of checkpoint ``step`` in ``directory``."""
+    final = Path(directory) / f"step_{step:08d}"
+    return final.with_name(f".{final.name}.tmp"), final
+
+
+def staging_dir(directory: str | os.PathLike, step: int) -> tuple[Path, Path]:
+    """Create a fresh staging folder for checkpoint ``step``; return it and the final name."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    tmp, final = checkpoint_paths(directory, step)
+    if tmp.exists():  # a leftover of a crashed save
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp, final
+
+
+def publish_checkpoint(tmp: Path, final: Path, keep_last: int | None) -> Path:
+    """Make a fully written staging folder the checkpoint ``final``, atomically; prune old ones.
+
+    Every file is fsynced before the rename, so the folder appears under its final name only
+    when complete; ``latest`` is updated afterwards.
+    """
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            _fsync(f)
     fsync_dir(tmp)
     if final.exists():  # a re-run reaching the same step: replace it as a whole
         shutil.rmtree(final)
     os.replace(tmp, final)
-    fsync_dir(directory)
-    atomic_write_text(directory / "latest", final.name + "\n")
+    fsync_dir(final.parent)
+    atomic_write_text(final.parent / "latest", final.name + "\n")
     if keep_last:
-        for old in list_checkpoints(directory)[:-keep_last]:
+        for old in list_checkpoints(final.parent)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 

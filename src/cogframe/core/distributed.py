@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -27,14 +26,15 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from cogframe.core.atomic import atomic_write_text, fsync_dir
 from cogframe.core.checkpoint import (
     TrainerState,
+    checkpoint_paths,
     latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
+    publish_checkpoint,
     save_checkpoint,
     save_model_weights,
+    staging_dir,
 )
 from cogframe.errors import ConfigError, DataError
 
@@ -167,14 +167,10 @@ class DistributedContext:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        directory = Path(directory)
-        final = directory / f"step_{state.step:08d}"
-        tmp = directory / f".{final.name}.tmp"
+        # Rank 0 prepares the staging folder; every rank writes its shards into it.
+        tmp, final = checkpoint_paths(directory, state.step)
         if self.is_main:
-            directory.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir()
+            staging_dir(directory, state.step)
         self.barrier()
         model_sd, optim_sd = get_state_dict(model, optimizer)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
@@ -185,15 +181,7 @@ class DistributedContext:
                        "recipe": state.recipe, "param_names": names,
                        "world_size": self.world_size, "format": "dcp"}
             (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1, default=str))
-            fsync_dir(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            fsync_dir(directory)
-            atomic_write_text(directory / "latest", final.name + "\n")
-            if keep_last:
-                for old in list_checkpoints(directory)[:-keep_last]:
-                    shutil.rmtree(old, ignore_errors=True)
+            publish_checkpoint(tmp, final, keep_last)
         self.barrier()
         return final
 

@@ -212,6 +212,8 @@ def _gather_text_valid(text_valid: torch.Tensor, k_slots: torch.Tensor, text_len
     if text_len == 0:
         return torch.zeros((text_valid.shape[0], *k_slots.shape), dtype=torch.bool,
                            device=k_slots.device)
+    # A 1-D index keeps flex_attention's eager mask_mod (vmapped over 0-d slots) happy: a 0-d
+    # index would need a data-dependent integer.
     idx = k_slots.clamp(min=0, max=text_len - 1)
     flat = text_valid[:, idx.reshape(-1)].reshape(text_valid.shape[0], *k_slots.shape)
     return flat & (k_slots < text_len)

@@ -23,8 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cogframe.core.batches import StepBatches
-from cogframe.core.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
-from cogframe.core.layout import Stage
+from cogframe.core.checkpoint import TrainerState
 from cogframe.core.model import CogVideoTransformer, loss_fn
 from cogframe.errors import ConfigError
 
@@ -186,7 +185,6 @@ def train(
     if not named:
         raise ConfigError("the model has no trainable parameters: check model.freeze_inherited "
                           "and the recipe's init section.")
-    names = [n for n, _ in named]
     params = [p for _, p in named]
     # Decay matrices only; biases, LayerNorms and the mixing vector a are not decayed.
     decay = [p for n, p in named if p.dim() >= 2]
@@ -200,7 +198,7 @@ def train(
 
     step = 0
     if resume:
-        found = ctx.latest_checkpoint(ckpt_dir) if hasattr(ctx, "latest_checkpoint") else latest_checkpoint(ckpt_dir)
+        found = ctx.latest_checkpoint(ckpt_dir)
         if found is not None:
             state = ctx.load_checkpoint(found, model, optimizer, order)
             step = state.step
