@@ -32,7 +32,7 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_same_tests():
     commands = re.findall(r"^python3 -m venv .*$", (ROOT / "README.md").read_text(), re.MULTILINE)
     assert commands == [
         "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e . "
-        "&& .venv/bin/cogframe ls",
+        "&& .venv/bin/cogframe demo",
         "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[test]' "
         f"&& {TEST_COMMAND}",
     ]
