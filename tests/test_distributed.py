@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_fixtures import make_shards, make_tokenizer, write_recipe
+from train_fixtures import make_shards, make_t2i_weights, make_tokenizer, write_recipe
 
 
 def _cogframe(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -36,14 +36,15 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp")
     tok = make_tokenizer(root)
     shards = make_shards(root / "shards", frames=5)
-    return root, tok, shards
+    return root, tok, shards, make_t2i_weights(root)
 
 
 def _recipe(setup, name, train):
-    root, tok, shards = setup
-    t2i_like = {"distributed": {"param_dtype": None, "reduce_dtype": "float32"}}
+    root, tok, shards, t2i = setup
+    fp32 = {"distributed": {"param_dtype": None, "reduce_dtype": "float32"}}
+    # Inheriting a text-to-image model puts frozen and trainable parameters in every FSDP unit.
     return write_recipe(root / f"{name}.yaml", "tiny_stage1", root / name, shards, tok,
-                        train=train, extra=t2i_like), root / name
+                        train=train, extra=fp32, init_from=t2i), root / name
 
 
 def test_two_processes_match_one_then_save_resume_consolidate(setup):

@@ -17,7 +17,7 @@ from cogframe.cli import main
 from cogframe.core.checkpoint import load_model_weights
 from cogframe.core.presets import build_model
 from cogframe.errors import DataError
-from train_fixtures import TINY, make_shards, make_tokenizer, write_recipe
+from train_fixtures import TINY, make_shards, make_t2i_weights, make_tokenizer, write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,7 @@ def workspace(tmp_path_factory):
         "tok": tok,
         "image_shards": make_shards(root / "shards_image", frames=1),
         "video_shards": make_shards(root / "shards_video", frames=5),
+        "t2i_weights": make_t2i_weights(root),
     }
 
 
@@ -80,10 +81,13 @@ def _run_cli(args, **kw):
 
 def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(workspace, tmp_path):
     train = {"steps": 24, "save_every": 2, "keep_last": 2}
+    inherit = workspace["t2i_weights"]
     straight = write_recipe(tmp_path / "a.yaml", "tiny_stage2", tmp_path / "a",
-                            workspace["video_shards"], workspace["tok"], train=train)
+                            workspace["video_shards"], workspace["tok"], train=train,
+                            init_from=inherit)
     killed = write_recipe(tmp_path / "b.yaml", "tiny_stage2", tmp_path / "b",
-                          workspace["video_shards"], workspace["tok"], train=train)
+                          workspace["video_shards"], workspace["tok"], train=train,
+                          init_from=inherit)
     proc = _run_cli(["run", str(straight)])
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
@@ -129,6 +133,25 @@ def test_cli_reports_missing_inheritance_source(workspace, tmp_path, capsys):
 
 def test_layout_mismatch_between_shards_and_model_is_refused(workspace, tmp_path, capsys):
     recipe = write_recipe(tmp_path / "d.yaml", "tiny_stage1", tmp_path / "d",
-                          workspace["image_shards"], workspace["tok"])
+                          workspace["image_shards"], workspace["tok"],
+                          init_from=workspace["t2i_weights"])
     assert main(["run", str(recipe)]) == 2
     assert "prepare shards for this layout" in capsys.readouterr().err
+
+
+def test_video_stage_refuses_to_freeze_a_random_backbone(workspace, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "e.yaml", "tiny_stage1", tmp_path / "e",
+                          workspace["video_shards"], workspace["tok"])
+    assert main(["run", str(recipe)]) == 2
+    assert "freeze a random backbone" in capsys.readouterr().err
+
+
+def test_fresh_run_does_not_mix_into_earlier_checkpoints(workspace, t2i_run, capsys):
+    root = workspace["root"]
+    recipe = root / "t2i.yaml"
+    capsys.readouterr()
+    assert main(["run", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds checkpoints" in err and "resume=true" in err and "overwrite=true" in err
+    assert main(["run", str(recipe), "overwrite=true", "train.steps=1"]) == 0
+    assert sorted(p.name for p in (t2i_run / "checkpoints").iterdir()) == ["latest", "step_00000001"]

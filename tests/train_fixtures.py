@@ -28,6 +28,18 @@ def make_tokenizer(root: Path) -> Path:
     return SentencePieceTokenizer.train(lines, root / "sp", vocab_size=60)
 
 
+def make_t2i_weights(root: Path, seed: int = 0) -> Path:
+    """A random text-to-image model of the TINY size, saved as the video stages' inheritance source."""
+    from safetensors.torch import save_file
+
+    from cogframe.core.presets import build_model
+
+    torch.manual_seed(seed)
+    path = root / "t2i_random.safetensors"
+    save_file(build_model("tiny_t2i", overrides=TINY).state_dict(), str(path))
+    return path
+
+
 def make_shards(root: Path, frames: int, grid=(8, 8), text_len=16, counts=None, seed=0,
                 image_vocab=256, text_ids=(260, 300)) -> Path:
     """Write a shard folder of random samples in the prepare task's format."""
