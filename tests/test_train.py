@@ -155,3 +155,15 @@ def test_fresh_run_does_not_mix_into_earlier_checkpoints(workspace, t2i_run, cap
     assert "already holds checkpoints" in err and "resume=true" in err and "overwrite=true" in err
     assert main(["run", str(recipe), "overwrite=true", "train.steps=1"]) == 0
     assert sorted(p.name for p in (t2i_run / "checkpoints").iterdir()) == ["latest", "step_00000001"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=abc", "train.steps must be an integer, got 'abc'"),
+    ("train.lr=fast", "train.lr must be a number"),
+    ("train.betas=3", "train.betas must be a list"),
+    ("train.dtype=float8", "train.dtype must be float32 or bfloat16"),
+    ("+train.stepz=3", "unknown train keys: stepz"),
+])
+def test_bad_train_settings_exit_2_with_the_key(cli, override, message):
+    result = cli("validate", "tiny/t2i", override)
+    assert result.code == 2 and message in result.err, result.err

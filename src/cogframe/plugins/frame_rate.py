@@ -49,6 +49,13 @@ class _RateSetSampler:
         """The rates of the set (ascending) that yield ``frames`` frames from this clip."""
         return [r for r in self.rates if supports_rate(num_frames, native_fps, r, self.frames)]
 
+    def supported_or_raise(self, num_frames: int, native_fps: float) -> list[float]:
+        """:meth:`supported`, or a DataError saying why the clip is too short for every rate."""
+        options = self.supported(num_frames, native_fps)
+        if not options:
+            raise self._too_short(num_frames, native_fps)
+        return options
+
     def _choice(self, fps: float, num_frames: int, native_fps: float, rng: random.Random) -> FrameRateChoice:
         indices = frame_indices(num_frames, native_fps, fps, self.frames, rng)
         return FrameRateChoice(fps=fps, frame_indices=indices,
@@ -86,9 +93,7 @@ class LowestFps(_RateSetSampler):
         super().__init__(rates, frames, prefix_format)
 
     def __call__(self, num_frames: int, native_fps: float, rng: random.Random) -> FrameRateChoice:
-        options = self.supported(num_frames, native_fps)
-        if not options:
-            raise self._too_short(num_frames, native_fps)
+        options = self.supported_or_raise(num_frames, native_fps)
         return self._choice(options[0], num_frames, native_fps, rng)
 
 
@@ -127,9 +132,7 @@ class RandomFps(_RateSetSampler):
         super().__init__(rates, frames, prefix_format)
 
     def __call__(self, num_frames: int, native_fps: float, rng: random.Random) -> FrameRateChoice:
-        options = self.supported(num_frames, native_fps)
-        if not options:
-            raise self._too_short(num_frames, native_fps)
+        options = self.supported_or_raise(num_frames, native_fps)
         return self._choice(rng.choice(options), num_frames, native_fps, rng)
 
 

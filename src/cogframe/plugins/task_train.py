@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from pathlib import Path
 
 import torch
@@ -45,7 +46,34 @@ def train_settings(cfg: DictConfig):
     missing = [k for k in ("steps", "batch_size") if k not in node]
     if missing:
         raise ConfigError(f"train.{missing[0]} is required (e.g. train.{missing[0]}=8).")
+    _check_types(node, typing.get_type_hints(TrainSettings))
     return TrainSettings(**node)
+
+
+def _check_types(node: dict, hints: dict) -> None:
+    """Refuse ill-typed train values up front (``train.steps=abc``) with the key and the fix."""
+    for key, value in node.items():
+        hint = hints[key]
+        optional = type(None) in typing.get_args(hint)
+        if value is None:
+            if not optional:
+                raise ConfigError(f"train.{key} cannot be null; give it a value.")
+            continue
+        base = hint
+        if optional:  # `X | None` -> X
+            base = next(a for a in typing.get_args(hint) if a is not type(None))
+        base = typing.get_origin(base) or base  # tuple[float, float] -> tuple
+        ok = {
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            bool: isinstance(value, bool),
+            str: isinstance(value, str),
+            tuple: isinstance(value, (list, tuple)),
+        }.get(base, True)
+        if not ok:
+            name = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                    tuple: "a list"}[base]
+            raise ConfigError(f"train.{key} must be {name}, got {value!r}.")
 
 
 @component("task", "train", description="Train a text-to-image model or a CogVideo stage from token shards.")
