@@ -162,8 +162,28 @@ def test_fresh_run_does_not_mix_into_earlier_checkpoints(workspace, t2i_run, cap
     ("train.lr=fast", "train.lr must be a number"),
     ("train.betas=3", "train.betas must be a list"),
     ("train.dtype=float8", "train.dtype must be float32 or bfloat16"),
+    ("train.dtype=float16", "needs dynamic loss scaling"),
     ("+train.stepz=3", "unknown train keys: stepz"),
 ])
 def test_bad_train_settings_exit_2_with_the_key(cli, override, message):
     result = cli("validate", "tiny/t2i", override)
     assert result.code == 2 and message in result.err, result.err
+
+
+def test_resaving_a_step_replaces_it_whole(tmp_path):
+    from cogframe.core.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    for value in (1.0, 2.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        save_checkpoint(tmp_path, model_state=model.state_dict(), optimizer=opt, param_names=names,
+                        state=TrainerState(7, {}, {"v": value}, {}), keep_last=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000007"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000007"]
+    with torch.no_grad():
+        model.weight.zero_()
+    state = load_checkpoint(tmp_path / "step_00000007", model=model, optimizer=opt, param_names=names)
+    assert state.metrics == {"v": 2.0} and bool((model.weight == 2.0).all())

@@ -42,6 +42,9 @@ __all__ = [
     "load_model_weights",
     "save_model_weights",
     "checkpoint_paths",
+    "python_rng_state",
+    "restore_rng_state",
+    "rng_state_tensors",
     "staging_dir",
     "publish_checkpoint",
 ]
@@ -117,7 +120,8 @@ def load_model_weights(model: torch.nn.Module, path: str | os.PathLike, *,
 
 
 # ----------------------------------------------------------------------------------- RNG
-def _rng_tensors() -> dict[str, torch.Tensor]:
+def rng_state_tensors() -> dict[str, torch.Tensor]:
+    """This process's torch RNG states (CPU and every CUDA device) as named tensors."""
     states = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -125,7 +129,8 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
     return states
 
 
-def _python_rng() -> dict[str, Any]:
+def python_rng_state() -> dict[str, Any]:
+    """Python and NumPy RNG states as JSON-ready values."""
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state()
     return {
@@ -135,7 +140,8 @@ def _python_rng() -> dict[str, Any]:
     }
 
 
-def _restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+def restore_rng_state(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`rng_state_tensors` and :func:`python_rng_state`."""
     torch.set_rng_state(tensors["torch_cpu"])
     if torch.cuda.is_available():
         cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
@@ -222,7 +228,7 @@ def save_checkpoint(
               str(tmp / "model.safetensors"))
     save_file({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()},
               str(tmp / "optimizer.safetensors"))
-    save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
+    save_file(rng_state_tensors(), str(tmp / "rng.safetensors"))
     trainer = {
         "step": state.step,
         "scheduler": state.scheduler,
@@ -230,7 +236,7 @@ def save_checkpoint(
         "recipe": state.recipe,
         "optimizer_groups": groups,
         "param_names": param_names,
-        "rng": _python_rng(),
+        "rng": python_rng_state(),
     }
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1, default=_json_default))
     return publish_checkpoint(tmp, final, keep_last)
@@ -262,9 +268,17 @@ def publish_checkpoint(tmp: Path, final: Path, keep_last: int | None) -> Path:
         if f.is_file():
             _fsync(f)
     fsync_dir(tmp)
-    if final.exists():  # a re-run reaching the same step: replace it as a whole
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():
+        # A re-run reaching the same step: move the old folder aside first, so a crash at any
+        # moment leaves one complete step_N (old or new) under its name, never none.
+        trash = final.with_name(f".{final.name}.old")
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     fsync_dir(final.parent)
     atomic_write_text(final.parent / "latest", final.name + "\n")
     if keep_last:
@@ -307,7 +321,7 @@ def load_checkpoint(
         _restore_optimizer(optimizer, names, _read_safetensors(path / "optimizer.safetensors"),
                            trainer["optimizer_groups"], path)
     if restore_rng:
-        _restore_rng(_read_safetensors(path / "rng.safetensors"), trainer["rng"])
+        restore_rng_state(_read_safetensors(path / "rng.safetensors"), trainer["rng"])
     return TrainerState(trainer["step"], trainer["scheduler"], trainer["metrics"], trainer["recipe"])
 
 

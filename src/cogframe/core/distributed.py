@@ -32,6 +32,9 @@ from cogframe.core.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     publish_checkpoint,
+    python_rng_state,
+    restore_rng_state,
+    rng_state_tensors,
     save_checkpoint,
     save_model_weights,
     staging_dir,
@@ -84,9 +87,10 @@ class DistributedContext:
             dev = torch.device("cpu")
         if not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        if param_dtype == "float16" and dev.type == "cpu":
-            raise ConfigError("distributed.param_dtype=float16 on CPU is ~1000x slower; use "
-                              "bfloat16 or float32.")
+        if param_dtype == "float16":
+            raise ConfigError("distributed.param_dtype=float16 needs dynamic loss scaling, which "
+                              "cogframe's loop does not do (and fp16 on CPU is ~1000x slower); use "
+                              "bfloat16 or null (fp32).")
         return cls(rank, world, dev, getattr(torch, param_dtype) if param_dtype else None,
                    getattr(torch, reduce_dtype))
 
@@ -174,7 +178,10 @@ class DistributedContext:
         self.barrier()
         model_sd, optim_sd = get_state_dict(model, optimizer)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
-        save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / f"rng_rank{self.rank}.safetensors"))
+        # Every rank's RNG (CPU and its CUDA device: dropout draws there under NCCL), so a resumed
+        # run draws the same dropout masks as an uninterrupted one.
+        save_file(rng_state_tensors(), str(tmp / f"rng_rank{self.rank}.safetensors"))
+        (tmp / f"rng_rank{self.rank}.json").write_text(json.dumps(python_rng_state()))
         self.barrier()
         if self.is_main:
             trainer = {"step": state.step, "scheduler": state.scheduler, "metrics": state.metrics,
@@ -202,8 +209,12 @@ class DistributedContext:
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
         rng = Path(path) / f"rng_rank{self.rank}.safetensors"
-        if rng.exists():
-            torch.set_rng_state(load_file(str(rng))["torch_cpu"])
+        if not rng.exists() or trainer.get("world_size") != self.world_size:
+            raise DataError(
+                f"{path} was written by {trainer.get('world_size')} processes and has no RNG state "
+                f"for rank {self.rank} of {self.world_size}; resume with the same --nproc, or "
+                "consolidate it (`cogframe consolidate`) and start a new run from the weights.")
+        restore_rng_state(load_file(str(rng)), json.loads((Path(path) / f"rng_rank{self.rank}.json").read_text()))
         return TrainerState(trainer["step"], trainer["scheduler"], trainer["metrics"],
                             trainer["recipe"])
 
