@@ -187,3 +187,21 @@ def test_resaving_a_step_replaces_it_whole(tmp_path):
         model.weight.zero_()
     state = load_checkpoint(tmp_path / "step_00000007", model=model, optimizer=opt, param_names=names)
     assert state.metrics == {"v": 2.0} and bool((model.weight == 2.0).all())
+
+
+def test_stage_inherits_from_a_converted_weights_folder(workspace, tmp_path):
+    """`model.init.from` also takes the folder `cogframe convert sat` writes (the 9B path)."""
+    from cogframe.core.presets import PRESETS
+    from cogframe.core.weights import write_weights_folder
+
+    t2i = load_file(str(workspace["t2i_weights"]))
+    model = {**PRESETS["tiny_t2i"], **TINY}
+    write_weights_folder(tmp_path / "cogview2", t2i, model=model, dtype="float32",
+                         max_shard_bytes=1 << 15)
+    assert len(list((tmp_path / "cogview2").glob("model-*.safetensors"))) > 1
+    recipe = write_recipe(tmp_path / "f.yaml", "tiny_stage1", tmp_path / "f",
+                          workspace["video_shards"], workspace["tok"],
+                          init_from=tmp_path / "cogview2", train={"steps": 1})
+    assert main(["run", str(recipe)]) == 0
+    child = load_file(str(tmp_path / "f" / "model.safetensors"))
+    assert all(torch.equal(child[k], v) for k, v in t2i.items())

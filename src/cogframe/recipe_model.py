@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogframe.errors import ConfigError
 
-__all__ = ["MODEL_SLOTS", "model_config_from_recipe", "build_model_from_recipe", "model_section"]
+__all__ = ["MODEL_SLOTS", "model_config_from_recipe", "build_model_from_recipe", "model_section",
+           "read_state_dict"]
 
 # Recipe keys holding attention components (for validation through the registry).
 MODEL_SLOTS = {"model.attention.spatial": "attention", "model.attention.temporal": "attention"}
@@ -82,21 +83,40 @@ def build_model_from_recipe(cfg: DictConfig, registries, *, device: str | None =
         weights = node.get("weights")
         source = init.get("from")
         if weights:
-            load_model_weights(model, _existing(weights, "model.weights"))
+            path = _existing(weights, "model.weights")
+            if path.is_dir():
+                model.load_state_dict(read_state_dict(path))
+            else:
+                load_model_weights(model, path)
         elif source:
-            from safetensors.torch import load_file
-
-            path = _existing(source, "model.init.from")
-            inherit_text_to_image(model, load_file(str(path)), freeze=freeze)
+            state = read_state_dict(_existing(source, "model.init.from"))
+            inherit_text_to_image(model, state, freeze=freeze)
             return model
     if config.has_temporal_channel and freeze:
         model.freeze_inherited()
     return model
 
 
+def read_state_dict(path: Path) -> dict:
+    """Tensors of a ``model.safetensors`` file or of a weights folder from ``cogframe convert``."""
+    if path.is_dir():
+        from cogframe.core.weights import load_weights
+
+        return load_weights(path)[0]
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
 def _existing(path: Any, key: str) -> Path:
     p = Path(str(path))
-    if not p.is_file():
-        raise ConfigError(f"{key} points at {p}, which does not exist. Train that model first "
-                          "(see `cogframe ls`) or fix the path.")
+    if not p.exists():
+        raise ConfigError(f"{key} points at {p}, which does not exist. {MISSING_WEIGHTS_FIX}")
     return p
+
+
+MISSING_WEIGHTS_FIX = (
+    "Produce it first: for the tiny recipes train it (`cogframe run tiny/t2i`, see `cogframe ls`); "
+    "for the 9B recipes convert the released CogView2 checkpoint with `cogframe convert sat` "
+    "(docs/official-weights.md) and point the key (or COGVIEW2_WEIGHTS) at the folder."
+)

@@ -28,7 +28,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
-from cogframe.recipe_model import MODEL_SLOTS, build_model_from_recipe, model_config_from_recipe
+from cogframe.recipe_model import (
+    MISSING_WEIGHTS_FIX,
+    MODEL_SLOTS,
+    build_model_from_recipe,
+    model_config_from_recipe,
+)
 from cogframe.registry import Registries, component
 
 __all__ = ["TrainTask", "train_settings"]
@@ -95,9 +100,7 @@ class TrainTask:
         for key in ("model.init.from", "model.weights"):
             path = OmegaConf.select(cfg, key)
             if path and not Path(str(path)).exists():
-                raise ConfigError(
-                    f"{key} is {path}, which does not exist yet. Train that model first (for the "
-                    "tiny recipes: `cogframe run tiny/t2i`) or point the key at an existing file.")
+                raise ConfigError(f"{key} is {path}, which does not exist yet. {MISSING_WEIGHTS_FIX}")
         if config.has_temporal_channel and not OmegaConf.select(cfg, "model.init.from"):
             init = OmegaConf.select(cfg, "model.init.freeze_inherited", default=True)
             if init:
