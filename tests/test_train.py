@@ -205,3 +205,15 @@ def test_stage_inherits_from_a_converted_weights_folder(workspace, tmp_path):
     assert main(["run", str(recipe)]) == 0
     child = load_file(str(tmp_path / "f" / "model.safetensors"))
     assert all(torch.equal(child[k], v) for k, v in t2i.items())
+
+
+def test_resume_at_the_last_step_trains_nothing_and_keeps_the_checkpoint(workspace, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "g.yaml", "tiny_t2i", tmp_path / "g", workspace["image_shards"],
+                          workspace["tok"], train={"steps": 2})
+    assert main(["run", str(recipe)]) == 0
+    trainer = tmp_path / "g" / "checkpoints" / "step_00000002" / "trainer.json"
+    before = trainer.read_bytes()
+    capsys.readouterr()
+    assert main(["run", str(recipe), "resume=true"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert trainer.read_bytes() == before

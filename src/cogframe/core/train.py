@@ -251,11 +251,14 @@ def train(
                 ctx.save_checkpoint(ckpt_dir, model, optimizer, order,
                                     TrainerState(step, _schedule_state(settings), metrics,
                                                  dict(recipe or {})), settings.keep_last)
-        if step == settings.steps and not history:
+        if history:
+            state = TrainerState(step, _schedule_state(settings),
+                                 {"loss": last_loss, "val_loss": val_loss}, dict(recipe or {}))
+            ctx.save_checkpoint(ckpt_dir, model, optimizer, order, state, settings.keep_last)
+        else:
+            # Resumed at (or past) the last step: the checkpoint already holds this exact state,
+            # and re-saving it would replace its recorded losses with NaN.
             ctx.print(f"already at step {step}; nothing to train")
-        state = TrainerState(step, _schedule_state(settings),
-                             {"loss": last_loss, "val_loss": val_loss}, dict(recipe or {}))
-        ctx.save_checkpoint(ckpt_dir, model, optimizer, order, state, settings.keep_last)
         ctx.save_final_weights(model, run_dir / "model.safetensors")
     finally:
         bar.close()
