@@ -55,8 +55,8 @@ def run_case(backend_text: str, frames: int, mode: str, repeats: int, threads: i
     """Time and measure one case in this process (called in the child)."""
     import torch
 
-    from cogframe.core.layout import Stage, TokenLayout
-    from cogframe.core.masks import TemporalConfig, temporal_mask
+    from cogframe.core.model.layout import Stage, TokenLayout
+    from cogframe.core.model.masks import TemporalConfig, temporal_mask
     from cogframe.plugins import get_registries
 
     torch.set_num_threads(threads)

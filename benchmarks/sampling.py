@@ -27,10 +27,10 @@ import time
 
 import torch
 
-from cogframe.core.decode import DecodeOptions, decode_frames, plan_schedule
-from cogframe.core.presets import PRESETS, build_model, model_config
-from cogframe.core.prompts import TextPrompt
-from cogframe.core.waves import config_layer_masks, wave_schedule
+from cogframe.core.generation.decoder import DecodeOptions, decode_frames, plan_schedule
+from cogframe.core.model.presets import PRESETS, build_model, model_config
+from cogframe.core.generation.prompts import TextPrompt
+from cogframe.core.generation.waves import config_layer_masks, wave_schedule
 from cogframe.plugins.token_samplers import GreedySampler
 
 BOI = 300

@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from cogframe.core.model import loss_fn
-from cogframe.core.presets import build_model
+from cogframe.core.model.transformer import loss_fn
+from cogframe.core.model.presets import build_model
 
 SHAPES = {
     # name: (preset, overrides, batch)

@@ -25,8 +25,8 @@ SMALL = [f"+stage1.model.overrides={_MODEL}", f"+stage2.model.overrides={_MODEL}
 
 def make_assets(root: Path) -> Path:
     """Write text_tokenizer.model, vqvae/, stage1.safetensors and stage2.safetensors under root/tiny."""
-    from cogframe.core.checkpoint import save_model_weights
-    from cogframe.core.presets import build_model
+    from cogframe.core.training.checkpoint import save_model_weights
+    from cogframe.core.model.presets import build_model
     from cogframe.plugins.tokenizer_sentencepiece import SentencePieceTokenizer
     from cogframe.plugins.vqvae import VQVAE
 

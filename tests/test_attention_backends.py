@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cogframe.core.layout import Stage, TokenLayout
-from cogframe.core.masks import MaskSpec, TemporalConfig, spatial_mask, temporal_mask
+from cogframe.core.model.layout import Stage, TokenLayout
+from cogframe.core.model.masks import MaskSpec, TemporalConfig, spatial_mask, temporal_mask
 from cogframe.errors import ConfigError, ShapeError, UnavailableError
 from cogframe.plugins import get_registries
 from cogframe.plugins._window_plan import axis_partition, build_plan
@@ -151,7 +151,7 @@ def _stage2_mask(layer=1, grid=(6, 5), window=(4, 3), frames=3, text_len=3):
 
 @pytest.mark.parametrize("size", range(1, 10))
 def test_axis_partition_keeps_each_window_bin_in_one_window(size):
-    from cogframe.core.masks import window_bin
+    from cogframe.core.model.masks import window_bin
 
     for window in range(1, size + 2):
         for shift in range(window):

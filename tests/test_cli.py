@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import cogframe.cli.env
-import cogframe.recipes
+import cogframe.config.recipes
 
 RECIPES = Path(__file__).parent / "data" / "recipes"
 CHILD = RECIPES / "child.yaml"
@@ -19,7 +19,7 @@ def test_ls_lists_recipes_and_shows_broken_ones(cli, testplug, monkeypatch):
     result = cli("ls")
     assert result.code == 0
     assert re.search(r"^testplug/child +test_write +Inherits testplug/base by recipe name$", result.out, re.M)
-    monkeypatch.setattr(cogframe.recipes, "recipe_roots", lambda: [RECIPES])
+    monkeypatch.setattr(cogframe.config.recipes, "recipe_roots", lambda: [RECIPES])
     rows = {line.split()[0]: line for line in cli("ls").out.splitlines()[1:]}
     assert "nested/grandchild" in rows and "test_write" in rows["nested/grandchild"]
     assert "cannot load" in rows["malformed"] and "cannot load: recipe base cycle" in rows["cycle_a"]

@@ -12,16 +12,16 @@ import torch
 import yaml
 
 import cogframe.cli as cli_module
-from cogframe.core.convert import cogframe_to_sat, sat_to_cogframe
-from cogframe.core.model import CogVideoTransformer
-from cogframe.core.presets import PRESETS, build_model, model_config
-from cogframe.core.sat import cogframe_to_sat_key, preset_from_sat_config, sat_config_from_preset
-from cogframe.core.sat_io import read_sat_folder
-from cogframe.core.sharded import INDEX_FILE, parse_size, plan_shards
-from cogframe.core.weights import expected_shapes, load_pretrained, read_weights_info
+from cogframe.core.weights.convert import cogframe_to_sat, sat_to_cogframe
+from cogframe.core.model.transformer import CogVideoTransformer
+from cogframe.core.model.presets import PRESETS, build_model, model_config
+from cogframe.core.weights.sat_mapping import cogframe_to_sat_key, preset_from_sat_config, sat_config_from_preset
+from cogframe.core.weights.sat_files import read_sat_folder
+from cogframe.core.weights.sharded_safetensors import INDEX_FILE, parse_size, plan_shards
+from cogframe.core.weights.pretrained import expected_shapes, load_pretrained, read_weights_info
 from cogframe.errors import ConfigError, DataError, ShapeError
-from cogframe.official_weights import check_official_files
-from cogframe.recipes import load_recipe
+from cogframe.config.official_weights import check_official_files
+from cogframe.config.recipes import load_recipe
 
 L, D, HEADS, VOCAB, IMAGE_VOCAB, POS, EXTRA = 2, 32, 2, 96, 64, 24, 32
 LAYER_PARTS = ("input_layernorm", "attention.query_key_value", "attention.dense", "third_layernorm",
@@ -272,7 +272,7 @@ def test_sizes_and_shard_plans():
 
 
 def test_cogframe_native_weights_write_a_loadable_sat_config(tmp_path):
-    from cogframe.core.weights import write_weights_folder
+    from cogframe.core.weights.pretrained import write_weights_folder
 
     model = build_model("tiny_stage1", overrides={"num_layers": 1})
     preset = {**PRESETS["tiny_stage1"], "num_layers": 1}

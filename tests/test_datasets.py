@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cogframe.core.video import read_video, write_video
+from cogframe.core.io.video import read_video, write_video
 from cogframe.errors import ConfigError, DataError
 from cogframe.plugins import get_registries
 from cogframe.plugins.dataset_moving_shapes import COLOURS, DIRECTIONS, SHAPES, MovingShapes

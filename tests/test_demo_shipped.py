@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cogframe.core.evaluate import detect
-from cogframe.core.video import read_video
+from cogframe.core.metrics.detector import detect
+from cogframe.core.io.video import read_video
 from cogframe.plugins.dataset_moving_shapes import COLOURS
-from cogframe.recipes import asset_path
+from cogframe.config.recipes import asset_path
 
 
 def test_demo_with_the_shipped_models_writes_a_33_frame_8fps_video(cli, tmp_path, monkeypatch):

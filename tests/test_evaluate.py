@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cogframe.core.evaluate import accuracy, caption_of, detect, draw_captions, parse_caption
+from cogframe.core.metrics.detector import accuracy, caption_of, detect, draw_captions, parse_caption
 from cogframe.errors import ConfigError
 from cogframe.plugins.dataset_moving_shapes import COLOURS, DIRECTIONS, SHAPES, MovingShapes
 from sample_fixtures import SMALL, make_assets
@@ -57,7 +57,7 @@ def test_captions_follow_the_grammar_and_are_drawn_deterministically():
 
 def test_accuracy_counts_each_field_and_all_together():
     targets = [{"colour": "red", "direction": "left"}, {"colour": "blue", "direction": "up"}]
-    from cogframe.core.evaluate import Detection
+    from cogframe.core.metrics.detector import Detection
 
     found = [Detection("red", "left", None), Detection("blue", "down", None)]
     assert accuracy(found, targets, fields=("colour", "direction")) == {"colour": 1.0, "direction": 0.5,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cogframe.core.frame_rate import duration_prefix, min_frames_for_rate, supports_rate
+from cogframe.core.io.frame_rate import duration_prefix, min_frames_for_rate, supports_rate
 from cogframe.errors import ConfigError, DataError
 from cogframe.plugins import get_registries
 from cogframe.plugins.frame_rate import FixedFps, InterpolationWindows, LowestFps, RandomFps

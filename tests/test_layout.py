@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cogframe.core.layout import Stage, TokenLayout
-from cogframe.core.presets import model_config
+from cogframe.core.model.layout import Stage, TokenLayout
+from cogframe.core.model.presets import model_config
 from cogframe.errors import ShapeError
 
 

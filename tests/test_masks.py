@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cogframe.core.layout import Stage, TokenLayout
-from cogframe.core.masks import FrameRule, MaskSpec, TemporalConfig, spatial_mask, temporal_mask
+from cogframe.core.model.layout import Stage, TokenLayout
+from cogframe.core.model.masks import FrameRule, MaskSpec, TemporalConfig, spatial_mask, temporal_mask
 from cogframe.errors import ShapeError
 
 # ----------------------------------------------------------------------------- the spec, literally

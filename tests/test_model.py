@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cogframe.core.inherit import inherit_text_to_image, video_model_from_text_to_image
-from cogframe.core.model import CogVideoTransformer, loss_fn
-from cogframe.core.presets import build_model, model_config
+from cogframe.core.model.inherit import inherit_text_to_image, video_model_from_text_to_image
+from cogframe.core.model.transformer import CogVideoTransformer, loss_fn
+from cogframe.core.model.presets import build_model, model_config
 from cogframe.errors import ConfigError, ShapeError
 
 

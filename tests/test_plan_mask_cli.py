@@ -7,8 +7,8 @@ import json
 import numpy as np
 import torch
 
-from cogframe.core.masks import temporal_mask
-from cogframe.core.presets import model_config
+from cogframe.core.model.masks import temporal_mask
+from cogframe.core.model.presets import model_config
 
 
 def test_plan_reports_the_spec_parameter_counts(cli):

@@ -12,10 +12,10 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from cogframe.core import shards as shards_mod
-from cogframe.core.atomic import is_temp_file
-from cogframe.core.shards import ShardDataset, read_manifest, shard_loader
-from cogframe.core.video import write_video
+from cogframe.core.io import token_shards as shards_mod
+from cogframe.core.io.atomic import is_temp_file
+from cogframe.core.io.token_shards import ShardDataset, read_manifest, shard_loader
+from cogframe.core.io.video import write_video
 from cogframe.errors import ConfigError, DataError
 from cogframe.plugins import get_registries
 from cogframe.plugins.dataset_moving_shapes import COLOURS, DIRECTIONS, SHAPES, MovingShapes

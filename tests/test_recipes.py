@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cogframe.errors import ConfigError
-from cogframe.recipes import find_recipe, list_recipes, load_recipe, recipe_roots
+from cogframe.config.recipes import find_recipe, list_recipes, load_recipe, recipe_roots
 
 DATA = Path(__file__).parent / "data"
 RECIPES = DATA / "recipes"
@@ -104,7 +104,7 @@ def test_unresolvable_interpolation(tmp_path):
 
 
 def test_duplicate_recipe_names_across_roots(testplug, monkeypatch, tmp_path):
-    import cogframe.recipes as recipes
+    import cogframe.config.recipes as recipes
 
     (tmp_path / "testplug").mkdir()
     (tmp_path / "testplug" / "base.yaml").write_text("task: x\n")

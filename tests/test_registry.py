@@ -157,7 +157,7 @@ def test_unavailable_component_reason_and_build(regs):
 
 
 def test_registry_imports_no_torch_or_core():
-    code = ("import sys, cogframe.registry, cogframe.recipes; "
+    code = ("import sys, cogframe.registry, cogframe.config.recipes; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('cogframe.core')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

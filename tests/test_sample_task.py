@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from cogframe.core.video import read_video
+from cogframe.core.io.video import read_video
 from cogframe.errors import DataError
 from cogframe.plugins import get_registries
-from cogframe.recipes import load_recipe
+from cogframe.config.recipes import load_recipe
 from sample_fixtures import SMALL, make_assets
 
 SIDE = ["rounds=1"]  # one stage-2 round keeps each run well under a second
@@ -86,7 +86,7 @@ def test_prompts_file_gives_one_set_of_outputs_per_prompt(cli, assets, tmp_path)
 
 
 def test_parallel_waves_and_batching_do_not_change_the_video(assets):
-    from cogframe.sample_pipeline import SamplePipeline
+    from cogframe.plugins.generation_pipeline import SamplePipeline
 
     def frames(*overrides):
         cfg = load_recipe("tiny/sample", [*SMALL, *SIDE, *overrides])
@@ -147,7 +147,7 @@ def test_checkpoint_of_another_model_is_refused_before_writing(cli, assets, tmp_
 
 
 def test_a_failing_writer_leaves_no_partial_files(cli, assets, tmp_path, monkeypatch):
-    import cogframe.sample_outputs as outputs
+    import cogframe.core.io.video_outputs as outputs
 
     def broken(*args, **kwargs):
         raise DataError("disk full")
@@ -200,8 +200,8 @@ def test_a_converted_weights_folder_loads_with_its_own_model_description(assets,
 
     from safetensors.torch import load_file
 
-    from cogframe.core.presets import PRESETS
-    from cogframe.core.weights import write_weights_folder
+    from cogframe.core.model.presets import PRESETS
+    from cogframe.core.weights.pretrained import write_weights_folder
     from cogframe.plugins.task_sample import run_sample
 
     model = copy.deepcopy(PRESETS["tiny_stage1"])

@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from cogframe.core.decode import DecodeOptions, decode_frames
-from cogframe.core.guidance import combine_guidance
-from cogframe.core.inherit import video_model_from_text_to_image
-from cogframe.core.interpolation import (
+from cogframe.core.generation.decoder import DecodeOptions, decode_frames
+from cogframe.core.generation.guidance import combine_guidance
+from cogframe.core.model.inherit import video_model_from_text_to_image
+from cogframe.core.generation.interpolation import (
     blend_frames,
     frames_after,
     merge_windows,
     repeat_frames,
     split_windows,
 )
-from cogframe.core.layout import Stage
-from cogframe.core.presets import build_model, model_config
-from cogframe.core.prompts import TextPrompt, encode_prompts, video_prompts
-from cogframe.core.sample import generate_first_frame, generate_key_frames, generate_video, interpolate
-from cogframe.core.token_sampling import SlotNoise, kmeans_clusters, load_clusters, sample_categorical
+from cogframe.core.model.layout import Stage
+from cogframe.core.model.presets import build_model, model_config
+from cogframe.core.generation.prompts import TextPrompt, encode_prompts, video_prompts
+from cogframe.core.generation.generate import generate_first_frame, generate_key_frames, generate_video, interpolate
+from cogframe.core.generation.token_sampling import SlotNoise, kmeans_clusters, load_clusters, sample_categorical
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.plugins import get_registries
 from cogframe.plugins.token_samplers import (

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from cogframe.cli import main
-from cogframe.core.checkpoint import load_model_weights
-from cogframe.core.presets import build_model
+from cogframe.core.training.checkpoint import load_model_weights
+from cogframe.core.model.presets import build_model
 from cogframe.errors import DataError
 from train_fixtures import TINY, make_shards, make_t2i_weights, make_tokenizer, write_recipe
 
@@ -171,7 +171,7 @@ def test_bad_train_settings_exit_2_with_the_key(cli, override, message):
 
 
 def test_resaving_a_step_replaces_it_whole(tmp_path):
-    from cogframe.core.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+    from cogframe.core.training.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())
@@ -191,8 +191,8 @@ def test_resaving_a_step_replaces_it_whole(tmp_path):
 
 def test_stage_inherits_from_a_converted_weights_folder(workspace, tmp_path):
     """`model.init.from` also takes the folder `cogframe convert sat` writes (the 9B path)."""
-    from cogframe.core.presets import PRESETS
-    from cogframe.core.weights import write_weights_folder
+    from cogframe.core.model.presets import PRESETS
+    from cogframe.core.weights.pretrained import write_weights_folder
 
     t2i = load_file(str(workspace["t2i_weights"]))
     model = {**PRESETS["tiny_t2i"], **TINY}

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cogframe.errors import ConfigError
-from cogframe.recipes import load_recipe, validate_recipe
+from cogframe.config.recipes import load_recipe, validate_recipe
 
 RECIPES = Path(__file__).parent / "data" / "recipes"
 
@@ -35,8 +35,8 @@ def test_all_problems_are_collected(testplug):
         validate_recipe(cfg, testplug, source="my.yaml")
     msg = str(err.value)
     assert msg.startswith("my.yaml is invalid (6 problems):")
-    assert "sampler.kk: token_sampler 'test_topk' takes no keyword 'kk': remove it or use one of the accepted " \
-           "keywords (k, temperature)" in msg
+    assert "sampler.kk: token_sampler 'test_topk' takes no keyword 'kk': did you mean 'k'? Otherwise remove it or use " \
+           "one of the accepted keywords (k, temperature)" in msg
     assert "sampler.temperature: token_sampler 'test_topk' expects float for 'temperature', got str 'hot'" in msg
     assert "model.attention: attention 'test_gpu_only' is not available here (needs a CUDA GPU" in msg
     assert re.search(r"loggers.1.name: no logger is named: add 'name: <one of [^>]*\bjsonl\b[^>]*\bstdout\b", msg)

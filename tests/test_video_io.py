@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cogframe.core import video as video_mod
-from cogframe.core.atomic import is_temp_file
-from cogframe.core.video import VideoClip, contact_sheet, read_video, resize_center_crop, write_video
+from cogframe.core.io import video as video_mod
+from cogframe.core.io.atomic import is_temp_file
+from cogframe.core.io.video import VideoClip, contact_sheet, read_video, resize_center_crop, write_video
 from cogframe.errors import DataError, ShapeError
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cogframe.core.atomic import is_temp_file
-from cogframe.core.vector_quantize import VectorQuantizerEMA
+from cogframe.core.io.atomic import is_temp_file
+from cogframe.core.model.vector_quantizer import VectorQuantizerEMA
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.plugins import get_registries
 from cogframe.plugins.vqvae import VQVAE

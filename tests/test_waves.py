@@ -7,12 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cogframe.core.decode import DecodeOptions, decode_frames, plan_schedule
-from cogframe.core.layout import Stage
-from cogframe.core.masks import window_bin
-from cogframe.core.presets import build_model, model_config
-from cogframe.core.prompts import TextPrompt
-from cogframe.core.waves import (
+from cogframe.core.generation.decoder import DecodeOptions, decode_frames, plan_schedule
+from cogframe.core.model.layout import Stage
+from cogframe.core.model.masks import window_bin
+from cogframe.core.model.presets import build_model, model_config
+from cogframe.core.generation.prompts import TextPrompt
+from cogframe.core.generation.waves import (
     cache_dependencies,
     config_layer_masks,
     frame_slots,

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from cogframe.core.shards import MANIFEST_FILE, SHARD_FORMAT, SHARD_VERSION, shard_name, write_shard
+from cogframe.core.io.token_shards import MANIFEST_FILE, SHARD_FORMAT, SHARD_VERSION, shard_name, write_shard
 
 CAPTIONS = [f"a {c} {s} moving {d}" for c in ("red", "green", "blue") for s in ("circle", "square")
             for d in ("left", "right", "up", "down")]
@@ -32,7 +32,7 @@ def make_t2i_weights(root: Path, seed: int = 0) -> Path:
     """A random text-to-image model of the TINY size, saved as the video stages' inheritance source."""
     from safetensors.torch import save_file
 
-    from cogframe.core.presets import build_model
+    from cogframe.core.model.presets import build_model
 
     torch.manual_seed(seed)
     path = root / "t2i_random.safetensors"

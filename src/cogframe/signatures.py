@@ -1,7 +1,7 @@
 """Checks recipe keywords against a component's call signature without calling it.
 
 Used by :meth:`cogframe.registry.Registries.build` (just before constructing) and by
-:func:`cogframe.recipes.validate_recipe` (without constructing), so both report the same problems.
+:func:`cogframe.config.recipes.validate_recipe` (without constructing), so both report the same problems.
 Only simple annotations (``int``, ``float``, ``str``, ``bool``, ``Path``, lists, dicts, ``Literal``,
 ``Optional``/unions of those) are checked; anything richer is left to the component itself.
 """
@@ -9,6 +9,8 @@ Only simple annotations (``int``, ``float``, ``str``, ``bool``, ``Path``, lists,
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
+import difflib
 import inspect
 import pathlib
 import types
@@ -38,7 +40,8 @@ def accepted_keywords(obj: Callable) -> tuple[list[inspect.Parameter], bool]:
 def _type_hints(obj: Callable) -> dict[str, Any]:
     # Resolve string annotations (``from __future__ import annotations``) in the component's module;
     # a hint that cannot be resolved is simply not checked.
-    target = obj.__init__ if inspect.isclass(obj) else obj
+    # A dataclass (a typed recipe section) keeps its resolvable hints on the class itself.
+    target = obj if dataclasses.is_dataclass(obj) else (obj.__init__ if inspect.isclass(obj) else obj)
     try:
         return typing.get_type_hints(target)
     except Exception:
@@ -117,9 +120,11 @@ def keyword_problems(
     for key, value in kwargs.items():
         if key not in by_name:
             if not var_kw:
+                near = difflib.get_close_matches(key, list(by_name), n=1)
+                hint = f"did you mean '{near[0]}'? Otherwise remove it" if near else "remove it"
                 problems.append(Problem(
                     f"{at}{key}", f"{label} takes no keyword '{key}'",
-                    f"remove it or use one of the accepted keywords ({accepted})"))
+                    f"{hint} or use one of the accepted keywords ({accepted})"))
             continue
         ann = hints.get(key, by_name[key].annotation)
         if _matches(value, ann) is False:

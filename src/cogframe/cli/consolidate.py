@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     """Consolidate and report the tensor count."""
     from pathlib import Path
 
-    from cogframe.core.distributed import consolidate_checkpoint
+    from cogframe.core.training.distributed import consolidate_checkpoint
     from cogframe.errors import ConfigError
 
     if Path(args.out).exists() and not args.force:

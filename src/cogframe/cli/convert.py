@@ -47,14 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_sat(args: argparse.Namespace):
-    from cogframe.core.convert import sat_to_cogframe
+    from cogframe.core.weights.convert import sat_to_cogframe
 
     return sat_to_cogframe(args.src, args.dst, dtype=args.dtype, shard_size=args.shard_size,
                            image_vocab_size=args.image_vocab_size, overwrite=args.overwrite)
 
 
 def _run_to_sat(args: argparse.Namespace):
-    from cogframe.core.convert import cogframe_to_sat
+    from cogframe.core.weights.convert import cogframe_to_sat
 
     return cogframe_to_sat(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite)
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from cogframe.errors import ConfigError
-from cogframe.recipes import find_recipe
+from cogframe.config.recipes import find_recipe
 
 NAME = "cp"
 HELP = "Copy a recipe YAML (e.g. a built-in one) to DEST to edit it; refuses to overwrite without --force."

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     """Loads tiny/sample with the options, checks the assets, generates and prints the outputs."""
     from cogframe.plugins import get_registries
     from cogframe.plugins.task_sample import run_sample
-    from cogframe.recipes import load_recipe, validate_recipe
+    from cogframe.config.recipes import load_recipe, validate_recipe
 
     start = time.perf_counter()
     registries = get_registries()

@@ -2,7 +2,7 @@
 
 Draws ``--n`` captions ``a {colour} {shape} moving {direction}`` (deterministic per ``--seed``),
 generates one clip per caption with the recipe, decodes it to pixels and reads colour, direction
-and shape back with :func:`cogframe.core.evaluate.detect`. The same detector runs on ``--n`` real
+and shape back with :func:`cogframe.core.metrics.detector.detect`. The same detector runs on ``--n`` real
 validation clips (raw, and after a round trip through the recipe's image tokenizer) to show how far
 it can be trusted; shape accuracy is reported only when the detector gets >= 90 % of the real
 shapes right in both. ``--rounds 0`` (the default) scores the key frames: colour, shape and motion
@@ -72,13 +72,13 @@ def _table(metrics: dict[str, dict[str, float | None]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Generates, detects, prints the table and writes the JSON."""
-    from cogframe.core.atomic import atomic_write_json
-    from cogframe.core.evaluate import accuracy, detect, draw_captions
+    from cogframe.core.io.atomic import atomic_write_json
+    from cogframe.core.metrics.detector import accuracy, detect, draw_captions
     from cogframe.errors import ConfigError
     from cogframe.plugins import get_registries
     from cogframe.plugins.dataset_moving_shapes import COLOURS, DIRECTIONS, SHAPES
-    from cogframe.recipes import load_recipe, validate_recipe
-    from cogframe.sample_pipeline import SamplePipeline
+    from cogframe.config.recipes import load_recipe, validate_recipe
+    from cogframe.plugins.generation_pipeline import SamplePipeline
 
     for flag, value, low in (("--n", args.n, 1), ("--batch", args.batch, 1), ("--rounds", args.rounds, 0)):
         if value < low:
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sheet(path: str, clips: np.ndarray) -> None:
-    from cogframe.core.video import contact_sheet
+    from cogframe.core.io.video import contact_sheet
 
     contact_sheet(clips.reshape(-1, *clips.shape[2:]), path, cols=clips.shape[1])
 

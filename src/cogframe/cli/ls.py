@@ -7,7 +7,7 @@ import sys
 
 from cogframe.cli.table import format_table
 from cogframe.errors import CogframeError
-from cogframe.recipes import list_recipes, load_recipe, recipe_roots
+from cogframe.config.recipes import list_recipes, load_recipe, recipe_roots
 
 NAME = "ls"
 HELP = "List the available recipes (name, task, description)."

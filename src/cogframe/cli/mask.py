@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from cogframe.errors import ConfigError
-from cogframe.recipes import load_recipe
+from cogframe.config.recipes import load_recipe
 
 NAME = "mask"
 HELP = ("Write the dense [query slot, key slot] mask of a recipe's model for one channel and layer "
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     """Materialise and save the mask."""
     import numpy as np
 
-    from cogframe.core.masks import spatial_mask, temporal_mask
-    from cogframe.recipe_model import model_config_from_recipe
+    from cogframe.core.model.masks import spatial_mask, temporal_mask
+    from cogframe.config.model import model_config_from_recipe
 
     options, overrides = _split(args.settings)
     if "out" not in options:

@@ -8,7 +8,7 @@ import json
 from omegaconf import OmegaConf
 
 from cogframe.cli.table import format_table
-from cogframe.recipes import load_recipe
+from cogframe.config.recipes import load_recipe
 
 NAME = "plan"
 HELP = ("Build the recipe's model on the meta device (no memory) and print total, trainable and "
@@ -32,9 +32,9 @@ def _gib(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan."""
-    from cogframe.core.plan import count_parameters, memory_plan, meta_model
+    from cogframe.core.training.memory_plan import count_parameters, memory_plan, meta_model
     from cogframe.errors import ConfigError
-    from cogframe.recipe_model import model_config_from_recipe, model_section
+    from cogframe.config.model import model_config_from_recipe, model_section
 
     cfg = load_recipe(args.recipe, args.overrides)
     config = model_config_from_recipe(cfg)

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from cogframe.cli.validate import add_recipe_arguments
 from cogframe.plugins import get_registries
-from cogframe.recipes import load_recipe, validate_recipe
+from cogframe.config.recipes import load_recipe, validate_recipe
 from cogframe.registry import Registries
 
 NAME = "run"

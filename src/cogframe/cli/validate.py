@@ -7,7 +7,7 @@ import argparse
 from omegaconf import OmegaConf
 
 from cogframe.plugins import get_registries
-from cogframe.recipes import load_recipe, validate_recipe
+from cogframe.config.recipes import load_recipe, validate_recipe
 
 NAME = "validate"
 HELP = "Check a recipe (names, keywords, availability) and print it resolved; exit 0 if valid, 2 if not."

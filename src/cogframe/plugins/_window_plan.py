@@ -8,7 +8,7 @@ tensors plus the per-window additive mask, so one call is a few ``index_select``
 ``scaled_dot_product_attention`` over ``[windows, heads, tokens, head_dim]``.
 
 Where the windows come from (per axis, see :func:`axis_partition`): the bins of
-:func:`~cogframe.core.masks.window_bin` in *original* coordinates are ``[0, s), [s, s + w), ...``.
+:func:`~cogframe.core.model.masks.window_bin` in *original* coordinates are ``[0, s), [s, s + w), ...``.
 Listing them in roll order (the bins from ``s`` on, then the wrapped strip ``[0, s)``) and packing
 them into partitions of width ``w`` is exactly "roll by ``-s`` and cut ``w``-wide windows". When
 the grid is a multiple of the window, the wrapped strip shares a partition with the last bin and
@@ -29,8 +29,8 @@ from functools import lru_cache
 
 import torch
 
-from cogframe.core.layout import SlotCoords
-from cogframe.core.masks import MaskSpec, window_bin
+from cogframe.core.model.layout import SlotCoords
+from cogframe.core.model.masks import MaskSpec, window_bin
 from cogframe.errors import ShapeError
 
 __all__ = ["WindowPlan", "axis_partition", "build_plan"]

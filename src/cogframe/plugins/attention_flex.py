@@ -21,8 +21,8 @@ from collections import OrderedDict
 
 import torch
 
-from cogframe.core.attention import check_attention_inputs, default_scale
-from cogframe.core.masks import MaskSpec
+from cogframe.core.model.attention import check_attention_inputs, default_scale
+from cogframe.core.model.masks import MaskSpec
 from cogframe.errors import ConfigError, ShapeError, UnavailableError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import Capabilities, component

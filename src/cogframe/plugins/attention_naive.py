@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cogframe.core.attention import check_attention_inputs, default_scale, dense_bias
-from cogframe.core.masks import MaskSpec
+from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_bias
+from cogframe.core.model.masks import MaskSpec
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import Capabilities, component
 

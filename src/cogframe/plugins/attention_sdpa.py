@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cogframe.core.attention import dense_sdpa_attention
+from cogframe.core.model.attention import dense_sdpa_attention
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import Capabilities, component
 

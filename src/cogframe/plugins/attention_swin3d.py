@@ -9,7 +9,7 @@ keys, joined into the same softmax as spec §3 requires) and runs one fused
 ``O(frame tokens x (text + frames x window area))`` instead of ``O(S^2)``.
 
 Calls that are not window-shaped fall back to the exact dense path (``scaled_dot_product_attention``
-with :func:`~cogframe.core.attention.dense_bias`), see :class:`Swin3dAttention`.
+with :func:`~cogframe.core.model.attention.dense_bias`), see :class:`Swin3dAttention`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
-from cogframe.core.attention import check_attention_inputs, default_scale, dense_bias
-from cogframe.core.masks import MaskSpec
+from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_bias
+from cogframe.core.model.masks import MaskSpec
 from cogframe.errors import ShapeError
 from cogframe.hookspecs import hookimpl
 from cogframe.plugins._window_plan import WindowPlan, build_plan

@@ -8,7 +8,7 @@ The mask becomes an xformers attention bias (:func:`build_attn_bias`):
   i.e. xformers' ``LowerTriangularFromBottomRightMask``, which the kernels apply without reading
   a bias tensor. This covers stage-1 KV-cached decoding and its frame-only training queries.
 * **Tensor**, for every other mask: the library's additive bias
-  (:func:`~cogframe.core.attention.dense_bias`) stored with its key dimension padded to a multiple
+  (:func:`~cogframe.core.model.attention.dense_bias`) stored with its key dimension padded to a multiple
   of 8, which is the alignment the xformers kernels require of bias rows.
 """
 
@@ -18,8 +18,8 @@ import importlib.util
 
 import torch
 
-from cogframe.core.attention import check_attention_inputs, default_scale, dense_bias
-from cogframe.core.masks import FrameRule, MaskSpec
+from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_bias
+from cogframe.core.model.masks import FrameRule, MaskSpec
 from cogframe.errors import UnavailableError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import Capabilities, component

@@ -18,8 +18,8 @@ from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
-from cogframe.core.datasets import SkipLog
-from cogframe.core.video import VideoClip
+from cogframe.core.io.datasets import SkipLog
+from cogframe.core.io.video import VideoClip
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component

@@ -24,8 +24,8 @@ import zlib
 from pathlib import Path
 from typing import Iterator, Literal
 
-from cogframe.core.datasets import SkipLog
-from cogframe.core.video import VIDEO_EXTENSIONS, VideoClip, read_video, resize_center_crop
+from cogframe.core.io.datasets import SkipLog
+from cogframe.core.io.video import VIDEO_EXTENSIONS, VideoClip, read_video, resize_center_crop
 from cogframe.errors import ConfigError, DataError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component

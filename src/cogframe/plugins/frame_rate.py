@@ -7,7 +7,7 @@
 * ``interpolation_windows`` — stage 2: one of 2/4/8 fps that the clip supports, a 5-frame window
   from a random start (the given frames 0, 2, 4 and the targets 1, 3).
 
-All of them follow the protocol in :mod:`cogframe.core.frame_rate`.
+All of them follow the protocol in :mod:`cogframe.core.io.frame_rate`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from cogframe.core.frame_rate import (
+from cogframe.core.io.frame_rate import (
     DEFAULT_PREFIX_FORMAT,
     FrameRateChoice,
     duration_prefix,

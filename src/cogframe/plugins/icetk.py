@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cogframe.core.safe_load import safe_torch_load
+from cogframe.core.weights.safe_load import safe_torch_load
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.hookspecs import hookimpl
 from cogframe.plugins._icetk_vqvae import HVQVAE

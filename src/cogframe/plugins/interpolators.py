@@ -1,6 +1,6 @@
 """Interpolators (kind ``interpolator``): the stage-2 transformer and two pixel baselines.
 
-All follow the contract of :mod:`cogframe.core.interpolation`::
+All follow the contract of :mod:`cogframe.core.generation.interpolation`::
 
     more = interpolator(frames, *, rounds, prompts=None, negatives=None, seed=0)
 
@@ -23,10 +23,10 @@ from typing import Sequence
 
 import torch
 
-from cogframe.core.decode import DecodeOptions
-from cogframe.core.interpolation import blend_frames, repeat_frames
-from cogframe.core.prompts import TextPrompt
-from cogframe.core.sample import interpolate
+from cogframe.core.generation.decoder import DecodeOptions
+from cogframe.core.generation.interpolation import blend_frames, repeat_frames
+from cogframe.core.generation.prompts import TextPrompt
+from cogframe.core.generation.generate import interpolate
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
@@ -68,7 +68,7 @@ class TransformerInterpolator:
             got = 0 if prompts is None else len(prompts)
             raise ConfigError(
                 f"the transformer interpolator needs one prompt per round ({rounds}), got {got}; build "
-                "them with cogframe.core.prompts.video_prompts (durations 2.0s, 1.0s, 0.5s)."
+                "them with cogframe.core.generation.prompts.video_prompts (durations 2.0s, 1.0s, 0.5s)."
             )
         options = DecodeOptions(self.sampler, seed=seed, guidance=self.guidance,
                                 text_bias=self.text_bias, parallel=self.parallel)

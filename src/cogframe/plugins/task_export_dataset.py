@@ -28,9 +28,9 @@ import sys
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cogframe.core.atomic import atomic_write_text
-from cogframe.core.datasets import iter_clips
-from cogframe.core.video import write_video
+from cogframe.core.io.atomic import atomic_write_text
+from cogframe.core.io.datasets import iter_clips
+from cogframe.core.io.video import write_video
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
 from cogframe.plugins._task_helpers import build_split, output_dir, split_names, validate_splits

@@ -1,4 +1,4 @@
-"""Task ``prepare``: tokenise a dataset into resumable token shards (format: :mod:`cogframe.core.shards`).
+"""Task ``prepare``: tokenise a dataset into resumable token shards (format: :mod:`cogframe.core.io.token_shards`).
 
 For every clip: the frame-rate sampler picks a rate and 5 frames, the text tokenizer encodes
 ``prefix <n> caption`` into ``text_len`` left-padded slots, and the image tokenizer turns each
@@ -40,9 +40,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cogframe.core.atomic import atomic_write_json, is_temp_file
-from cogframe.core.datasets import SkipLog, SkippedEntry
-from cogframe.core.shards import MANIFEST_FILE, SHARD_FORMAT, SHARD_VERSION, read_marker, shard_name, write_shard
+from cogframe.core.io.atomic import atomic_write_json, is_temp_file
+from cogframe.core.io.datasets import SkipLog, SkippedEntry
+from cogframe.core.io.token_shards import MANIFEST_FILE, SHARD_FORMAT, SHARD_VERSION, read_marker, shard_name, write_shard
 from cogframe.errors import ConfigError, DataError
 from cogframe.hookspecs import hookimpl
 from cogframe.plugins._task_helpers import build_split, output_dir, split_names, validate_splits

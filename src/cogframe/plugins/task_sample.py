@@ -92,8 +92,8 @@ def run_sample(cfg: DictConfig, registries: Registries, *, source: str = "the re
         CogframeError: A recipe problem (raised before the first output is written) or a failure
             while generating or writing (each video's files are written together or not at all).
     """
-    from cogframe.sample_outputs import output_stems, write_sample
-    from cogframe.sample_pipeline import SamplePipeline
+    from cogframe.core.io.video_outputs import output_stems, write_sample
+    from cogframe.plugins.generation_pipeline import SamplePipeline
 
     start = time.perf_counter()
     pipeline = SamplePipeline.build(cfg, registries, source=source)
@@ -127,7 +127,7 @@ class SampleTask:
 
     def validate(self, cfg: DictConfig, registries: Registries) -> None:
         """Files, settings, prompt lengths, frame rates and model agreement (no weights loaded)."""
-        from cogframe.sample_pipeline import plan_sample
+        from cogframe.plugins.generation_pipeline import plan_sample
 
         plan_sample(cfg, registries)
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
-from cogframe.recipe_model import (
+from cogframe.config.model import (
     MISSING_WEIGHTS_FIX,
     MODEL_SLOTS,
     build_model_from_recipe,
@@ -41,7 +41,7 @@ __all__ = ["TrainTask", "train_settings"]
 
 def train_settings(cfg: DictConfig):
     """The recipe's ``train:`` section as TrainSettings (unknown keys named with the valid ones)."""
-    from cogframe.core.train import TrainSettings
+    from cogframe.core.training.loop import TrainSettings
 
     node = OmegaConf.to_container(cfg.get("train") or {}, resolve=True)
     known = {f.name for f in dataclasses.fields(TrainSettings)}
@@ -112,10 +112,10 @@ class TrainTask:
 
     def run(self, cfg: DictConfig, registries: Registries) -> None:
         """Build data, model, loggers and context, then call core.train.train."""
-        from cogframe.core.batches import StepBatches
-        from cogframe.core.distributed import DistributedContext
-        from cogframe.core.shards import ShardDataset
-        from cogframe.core.train import train
+        from cogframe.core.training.batches import StepBatches
+        from cogframe.core.training.distributed import DistributedContext
+        from cogframe.core.io.token_shards import ShardDataset
+        from cogframe.core.training.loop import train
 
         settings = train_settings(cfg)
         config = model_config_from_recipe(cfg)
@@ -162,7 +162,7 @@ class TrainTask:
         """Never mix a fresh run into an earlier run's checkpoints without being told to."""
         import shutil
 
-        from cogframe.core.checkpoint import list_checkpoints
+        from cogframe.core.training.checkpoint import list_checkpoints
 
         ckpt_dir = Path(str(cfg.output_dir)) / "checkpoints"
         if not list_checkpoints(ckpt_dir) or cfg.get("resume", False):

@@ -20,9 +20,9 @@ import sys
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cogframe.core.atomic import atomic_write_json, atomic_write_text
-from cogframe.core.datasets import iter_clips
-from cogframe.core.frame_rate import DEFAULT_PREFIX_FORMAT, duration_prefix, normalize_rates
+from cogframe.core.io.atomic import atomic_write_json, atomic_write_text
+from cogframe.core.io.datasets import iter_clips
+from cogframe.core.io.frame_rate import DEFAULT_PREFIX_FORMAT, duration_prefix, normalize_rates
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
 from cogframe.plugins._task_helpers import build_split, output_dir, section, split_names, validate_splits

@@ -29,9 +29,9 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cogframe.core.atomic import atomic_write_json
-from cogframe.core.datasets import iter_clips
-from cogframe.core.video import contact_sheet
+from cogframe.core.io.atomic import atomic_write_json
+from cogframe.core.io.datasets import iter_clips
+from cogframe.core.io.video import contact_sheet
 from cogframe.errors import ConfigError, DataError
 from cogframe.hookspecs import hookimpl
 from cogframe.plugins._task_helpers import (

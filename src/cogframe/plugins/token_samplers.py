@@ -1,6 +1,6 @@
 """Token samplers (kind ``token_sampler``): greedy, temperature, top-k, top-p and cluster.
 
-Every sampler follows the protocol of :mod:`cogframe.core.token_sampling`::
+Every sampler follows the protocol of :mod:`cogframe.core.generation.token_sampling`::
 
     tokens = sampler(logits [N, V], positions LongTensor[N], noise RowNoise) -> LongTensor[N]
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from cogframe.core.token_sampling import (
+from cogframe.core.generation.token_sampling import (
     RowNoise,
     cluster_sample,
     kmeans_clusters,

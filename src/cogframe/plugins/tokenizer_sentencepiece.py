@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from cogframe.core.atomic import atomic_write_bytes
+from cogframe.core.io.atomic import atomic_write_bytes
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component

@@ -2,7 +2,7 @@
 
 Modelled on icetk's image tokenizer (spec §10.1), scaled down: a convolutional encoder of
 ResBlocks with stride-2 downsampling (pad right/bottom + conv3x3 stride 2, as icetk), an EMA
-codebook with dead-code restart (:class:`~cogframe.core.vector_quantize.VectorQuantizerEMA`), a
+codebook with dead-code restart (:class:`~cogframe.core.model.vector_quantizer.VectorQuantizerEMA`), a
 straight-through estimator and a commitment loss, and a mirrored decoder that upsamples with
 nearest-neighbour x2 + conv3x3. ``downsample`` 4 maps 32x32 frames to 8x8 tokens; 8 maps
 160x160 to 20x20 as CogVideo.
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cogframe.core.atomic import atomic_path, atomic_write_json
-from cogframe.core.vector_quantize import VectorQuantizerEMA
+from cogframe.core.io.atomic import atomic_path, atomic_write_json
+from cogframe.core.model.vector_quantizer import VectorQuantizerEMA
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component

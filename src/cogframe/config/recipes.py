@@ -1,0 +1,239 @@
+"""Finding, loading and validating recipes (YAML files that describe one run).
+
+A recipe is found by name (``tiny/stage1``: its path under a recipe folder, without ``.yaml``) or
+by file path. Recipe folders, in order: the ``recipes/`` folder shipped with cogframe, then the
+folders plugins return from their ``recipe_dirs`` hook. Loading applies ``base:`` inheritance, then
+command-line overrides (:mod:`cogframe.config.overrides`), then resolves ``${...}`` interpolations.
+See docs/recipes.md for the format.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import inspect
+import os
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cogframe.errors import ConfigError
+from cogframe.config.overrides import apply_overrides
+from cogframe.config.validation import recipe_problems, validate_recipe
+
+__all__ = [
+    "ASSETS_ENV",
+    "RECIPE_SUFFIX",
+    "asset_path",
+    "assets_root",
+    "recipe_roots",
+    "list_recipes",
+    "find_recipe",
+    "load_recipe",
+    "validate_recipe",
+    "recipe_problems",
+]
+
+RECIPE_SUFFIX = ".yaml"
+ASSETS_ENV = "COGFRAME_ASSETS"
+
+
+def assets_root() -> Path:
+    """The folder ``${asset:...}`` resolves against: ``$COGFRAME_ASSETS``, else ``cogframe/assets``.
+
+    The shipped folder sits inside the package, so a wheel carries it; the variable points recipes
+    at another copy (tests, or models trained locally) without editing them.
+    """
+    override = os.environ.get(ASSETS_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(str(importlib.resources.files("cogframe") / "assets"))
+
+
+def asset_path(relative: str) -> str:
+    """Resolver of ``${asset:tiny/stage1.safetensors}``: that path under :func:`assets_root`.
+
+    The file need not exist yet: the task that reads it reports a missing asset with the recipe
+    that produces it.
+    """
+    rel = Path(str(relative))
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ConfigError(f"${{asset:{relative}}}: an asset is a path inside the assets folder, like "
+                          "tiny/stage1.safetensors; use a plain path for files elsewhere")
+    return str(assets_root() / rel)
+
+
+def _register_resolvers() -> None:
+    if OmegaConf.has_resolver("asset"):
+        return
+    # omegaconf 2.4 renamed register_new_resolver to register_resolver (2.3's register_resolver is
+    # the old, string-only API); pick whichever takes keyword arguments.
+    register = OmegaConf.register_resolver
+    if "replace" not in inspect.signature(register).parameters:
+        register = OmegaConf.register_new_resolver
+    register("asset", asset_path)
+
+
+_register_resolvers()
+
+
+def _packaged_root() -> Path | None:
+    # A wheel ships recipes/ as cogframe/recipes. An editable install runs from src/, where that
+    # folder does not exist; there the repository's recipes/ (next to pyproject.toml) is used.
+    packaged = Path(str(importlib.resources.files("cogframe") / "recipes"))
+    if packaged.is_dir():
+        return packaged
+    repo = Path(__file__).resolve().parents[3]
+    if (repo / "pyproject.toml").is_file() and (repo / "recipes").is_dir():
+        return repo / "recipes"
+    return None
+
+
+def recipe_roots() -> list[Path]:
+    """Returns the folders searched for recipe names: cogframe's own, then each plugin's."""
+    from cogframe.plugins import load  # here, not at import: reading a recipe file needs no plugins
+
+    roots = [root] if (root := _packaged_root()) is not None else []
+    roots += [path for _, path in load().recipe_dirs()]
+    return roots
+
+
+def _recipe_index() -> dict[str, Path]:
+    index: dict[str, Path] = {}
+    for root in recipe_roots():
+        for path in sorted(root.rglob(f"*{RECIPE_SUFFIX}")):
+            name = path.relative_to(root).with_suffix("").as_posix()
+            if name in index:
+                raise ConfigError(
+                    f"recipe name '{name}' is defined twice: {index[name]} and {path}. Rename one of the files "
+                    "(recipe folders come from cogframe and from plugins' recipe_dirs hooks)"
+                )
+            index[name] = path.resolve()
+    return index
+
+
+def list_recipes() -> list[tuple[str, str, Path]]:
+    """Returns ``(name, description, path)`` for every recipe in the recipe folders, sorted by name.
+
+    The description is the file's own ``description:`` line (not inherited), or ``""``.
+    """
+    out = []
+    for name, path in sorted(_recipe_index().items()):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            raw = None  # listed anyway; loading it reports the problem with its line number
+        description = raw.get("description", "") if isinstance(raw, dict) else ""
+        out.append((name, str(description or ""), path))
+    return out
+
+
+def _unknown_recipe(name: str, index: dict[str, Path], why: str) -> ConfigError:
+    close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.5)
+    did_you_mean = f"Did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return ConfigError(
+        f"{why}. {did_you_mean}`cogframe ls` lists the recipe names; a file path to a .yaml recipe works too"
+    )
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """Returns the recipe file for a recipe name (``tiny/stage1``, ``.yaml`` optional) or a file path.
+
+    An existing file path wins over a name.
+
+    Raises:
+        ConfigError: Neither an existing file nor a known name; suggests close names.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.resolve()
+    if path.is_dir():
+        raise ConfigError(f"'{name_or_path}' is a folder, not a recipe: give a recipe name or a .yaml file")
+    name = str(name_or_path).removesuffix(RECIPE_SUFFIX)
+    index = _recipe_index()
+    if name in index:
+        return index[name]
+    raise _unknown_recipe(name, index, f"no recipe named '{name}' and no file '{name_or_path}'")
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{where}: malformed YAML ({problem}): fix the syntax{line} (indentation, a missing ':' or space "
+            "after it, an unclosed bracket or quote)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc.strerror}: check the path and its permissions") from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {exc}: fix that key in the file") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys (task: ..., description: ...), not a list")
+    return cfg
+
+
+def _base_path(base: object, child: Path) -> Path:
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{child}: 'base' must be a recipe name (tiny/base) or a .yaml path, got {base!r}")
+    if base.endswith(RECIPE_SUFFIX):
+        path = (child.parent / Path(base).expanduser()).resolve()
+        if not path.is_file():
+            raise ConfigError(
+                f"{child}: base '{base}' does not exist (looked for {path}): give a path relative to this "
+                "file, or a recipe name without .yaml"
+            )
+        return path
+    index = _recipe_index()
+    if base in index:
+        return index[base]
+    raise _unknown_recipe(base, index, f"{child}: base '{base}' is not a recipe name")
+
+
+def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain[chain.index(path):], path))
+        raise ConfigError(f"recipe base cycle: {cycle}. Remove the 'base:' key from one of these files")
+    cfg = _read_yaml(path)
+    if "base" not in cfg:
+        return cfg
+    base = cfg.pop("base")
+    parent = _load_with_bases(_base_path(base, path), (*chain, path))
+    try:
+        merged = OmegaConf.merge(parent, cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path} cannot be merged onto its base {base}: {exc}. Make the key types agree") from None
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> DictConfig:
+    """Loads a recipe with its ``base:`` chain, applies overrides and resolves interpolations.
+
+    Args:
+        name_or_path: A recipe name (``tiny/stage1``) or a path to a YAML file.
+        overrides: ``key.sub=value`` tokens; ``+key=value`` adds a key the recipe lacks.
+
+    Returns:
+        The resolved recipe, without the ``base`` key.
+
+    Raises:
+        ConfigError: Unknown recipe, malformed YAML (with file and line), a base cycle, a bad
+            override, or an interpolation that cannot be resolved.
+    """
+    cfg = _load_with_bases(find_recipe(name_or_path), ())
+    apply_overrides(cfg, overrides)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(
+            f"recipe {name_or_path}: an interpolation cannot be resolved: {exc}. Fix the ${{...}} reference"
+        ) from None
+    return cfg

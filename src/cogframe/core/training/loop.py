@@ -1,0 +1,272 @@
+"""The training loop shared by text-to-image pretraining and both CogVideo stages.
+
+One function, :func:`train`, runs the loop nanoGPT-style, with what a torchtune user expects:
+AdamW over trainable parameters only, warmup + cosine learning rate, gradient accumulation and
+clipping, optional bf16 autocast and activation checkpointing, seeded and *exactly* resumable
+(data order is a pure function of the step, RNG and optimizer state are checkpointed), periodic
+validation, per-step metrics to the given loggers, and a progress bar.
+
+Distributed runs (FSDP2 under torchrun) go through the same loop: a
+:class:`~cogframe.core.training.distributed.DistributedContext` shards the model, slices the global batch
+by rank and saves sharded checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from cogframe.core.training.batches import StepBatches
+from cogframe.core.training.checkpoint import TrainerState
+from cogframe.core.model.transformer import CogVideoTransformer, loss_fn
+from cogframe.errors import ConfigError
+
+__all__ = ["TrainSettings", "Logger", "train", "lr_at", "select_device", "autocast_dtype"]
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of a training run (the ``train:`` section of a recipe).
+
+    Defaults are the paper's where it has one (spec §6): Adam 2e-4, betas (0.9, 0.95),
+    eps 1e-8, weight decay 1e-4 (the released ds_config), gradient clip 0.1, cosine decay.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    grad_clip: float | None = 0.1
+    grad_accum: int = 1
+    dtype: str = "float32"
+    activation_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 1
+    eval_every: int = 0
+    eval_batches: int = 2
+    save_every: int = 0
+    keep_last: int | None = 3
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        for name in ("steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.dtype == "float16":
+            # The released model trained in fp16 with dynamic loss scaling; without a grad scaler
+            # fp16 gradients underflow, and on CPU fp16 matmuls are ~1000x slower. bf16 needs no
+            # scaling.
+            raise ConfigError("train.dtype=float16 is not supported (it needs dynamic loss "
+                              "scaling); use bfloat16 (same memory, no scaling) or float32.")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"train.dtype must be float32 or bfloat16, got {self.dtype!r}.")
+
+
+class Logger(Protocol):
+    """A metrics sink (registry kind ``logger``)."""
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def lr_at(step: int, settings: TrainSettings) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    if settings.warmup_steps and step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    span = max(1, settings.steps - settings.warmup_steps)
+    progress = min(1.0, (step - settings.warmup_steps) / span)
+    floor = settings.lr * settings.min_lr_ratio
+    return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; anything else is taken literally."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available; use "
+                          "train.device=cpu or auto.")
+    return device
+
+
+def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.dtype`` (None: plain fp32; float16 is refused earlier)."""
+    return None if name == "float32" else getattr(torch, name)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    step: int
+    train_loss: float
+    val_loss: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _evaluate(model, layout, stage, val: StepBatches | None, n_batches, boi_id, device, amp,
+              ctx) -> float | None:
+    if val is None or n_batches == 0:
+        return None
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    loss_mask = layout.loss_mask(stage, device)
+    with torch.no_grad():
+        for i in range(n_batches):
+            batch = val.batch(i, 0, ctx.rank, ctx.world_size)
+            text, frames, valid = (batch[k].to(device) for k in ("text", "frames", "text_valid"))
+            inp, lab = layout.build_input(text, frames, boi_id)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = model(inp, text_valid=valid)
+            total += float(loss_fn(logits, lab, loss_mask))
+            count += 1
+    model.train(was_training)
+    return ctx.mean(total / count)
+
+
+def train(
+    model: CogVideoTransformer,
+    settings: TrainSettings,
+    train_data: StepBatches,
+    *,
+    boi_id: int,
+    run_dir: str | Path,
+    val_data: StepBatches | None = None,
+    loggers: Iterable[Logger] = (),
+    recipe: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    ctx=None,
+) -> TrainResult:
+    """Train ``model`` on token batches; only parameters with ``requires_grad`` are optimised.
+
+    Args:
+        model: The model (already built, inherited and frozen as the recipe says).
+        settings: Hyper-parameters.
+        train_data: Deterministic batches: ``batch(step, micro, rank, world)``.
+        boi_id: The [BOI] token id (input convention, spec §1.6).
+        run_dir: Run folder: checkpoints under ``checkpoints/``, final weights in
+            ``model.safetensors``.
+        val_data: Validation batches (optional).
+        loggers: Metric sinks.
+        recipe: The resolved recipe, stored in every checkpoint.
+        resume: Continue from the newest checkpoint in ``run_dir`` when there is one.
+        ctx: Distributed context (default: single process).
+
+    Returns:
+        Final step, losses and the logged history.
+    """
+    from cogframe.core.training.distributed import DistributedContext
+
+    ctx = ctx or DistributedContext.single(select_device(settings.device))
+    device = ctx.device
+    amp = autocast_dtype(settings.dtype, device)
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    layout, stage = model.config.layout, model.config.stage
+    torch.manual_seed(settings.seed)
+
+    model.activation_checkpointing = settings.activation_checkpointing
+    model = ctx.prepare_model(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ConfigError("the model has no trainable parameters: check model.freeze_inherited "
+                          "and the recipe's init section.")
+    params = [p for _, p in named]
+    # Decay matrices only; biases, LayerNorms and the mixing vector a are not decayed.
+    decay = [p for n, p in named if p.dim() >= 2]
+    no_decay = [p for n, p in named if p.dim() < 2]
+    order = [n for n, p in named if p.dim() >= 2] + [n for n, p in named if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr, betas=settings.betas, eps=settings.eps,
+    )
+
+    step = 0
+    if resume:
+        found = ctx.latest_checkpoint(ckpt_dir)
+        if found is not None:
+            state = ctx.load_checkpoint(found, model, optimizer, order)
+            step = state.step
+            ctx.print(f"resumed from {found} at step {step}")
+    history: list[dict[str, Any]] = []
+    loss_mask = layout.loss_mask(stage, device)
+    model.train()
+    bar = tqdm(total=settings.steps, initial=step, disable=not (settings.progress and ctx.is_main),
+               desc=f"train {stage.value}", unit="step", dynamic_ncols=True)
+    last_loss, val_loss = float("nan"), None
+    try:
+        while step < settings.steps:
+            started = time.perf_counter()
+            lr = lr_at(step, settings)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss, tokens = 0.0, 0
+            for micro in range(settings.grad_accum):
+                batch = train_data.batch(step, micro, ctx.rank, ctx.world_size)
+                text, frames, valid = (batch[k].to(device) for k in ("text", "frames", "text_valid"))
+                inp, lab = layout.build_input(text, frames, boi_id)
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    logits = model(inp, text_valid=valid)
+                loss = loss_fn(logits, lab, loss_mask) / settings.grad_accum
+                loss.backward()
+                step_loss += float(loss.detach())
+                tokens += inp.numel()
+            clip = settings.grad_clip if settings.grad_clip else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            elapsed = time.perf_counter() - started
+            last_loss = ctx.mean(step_loss)
+            metrics = {"loss": last_loss, "lr": lr, "grad_norm": grad_norm,
+                       "tokens_per_s": ctx.sum(tokens) / elapsed}
+            if settings.eval_every and (step % settings.eval_every == 0 or step == settings.steps):
+                val_loss = _evaluate(model, layout, stage, val_data, settings.eval_batches, boi_id,
+                                     device, amp, ctx)
+                metrics["val_loss"] = val_loss
+            if ctx.is_main and (step % settings.log_every == 0 or step == settings.steps
+                                or "val_loss" in metrics):
+                for logger in loggers:
+                    logger.log(metrics, step)
+            history.append({"step": step, **metrics})
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if settings.save_every and (step % settings.save_every == 0) and step < settings.steps:
+                ctx.save_checkpoint(ckpt_dir, model, optimizer, order,
+                                    TrainerState(step, _schedule_state(settings), metrics,
+                                                 dict(recipe or {})), settings.keep_last)
+        if history:
+            state = TrainerState(step, _schedule_state(settings),
+                                 {"loss": last_loss, "val_loss": val_loss}, dict(recipe or {}))
+            ctx.save_checkpoint(ckpt_dir, model, optimizer, order, state, settings.keep_last)
+        else:
+            # Resumed at (or past) the last step: the checkpoint already holds this exact state,
+            # and re-saving it would replace its recorded losses with NaN.
+            ctx.print(f"already at step {step}; nothing to train")
+        ctx.save_final_weights(model, run_dir / "model.safetensors")
+    finally:
+        bar.close()
+        for logger in loggers:
+            logger.close()
+    return TrainResult(step, last_loss, val_loss, history)
+
+
+def _schedule_state(settings: TrainSettings) -> dict[str, Any]:
+    return {"kind": "warmup_cosine", **{k: v for k, v in asdict(settings).items()
+                                         if k in ("lr", "warmup_steps", "min_lr_ratio", "steps")}}
