@@ -1,6 +1,6 @@
 """Benchmark the attention backends on the temporal channel of CogVideo's interpolation model.
 
-Workload (spec §4.1): ``frames`` frames of 20x20 tokens after 64 text slots (16 of them left
+Workload (the released stage-2 model): ``frames`` frames of 20x20 tokens after 64 text slots (16 of them left
 padding), the stage-2 interpolation temporal mask with 10x10 windows on an odd layer (shift 5),
 B=1, H=2 heads of dim 64, fp32. Queries are the frame rows and keys every slot, which is how the
 model calls its temporal channel. H=2 keeps the dense 33-frame case inside ~8 GB: the naive

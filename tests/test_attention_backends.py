@@ -17,7 +17,7 @@ from cogframe.core.model.layout import Stage, TokenLayout
 from cogframe.core.model.masks import MaskSpec, TemporalConfig, spatial_mask, temporal_mask
 from cogframe.errors import ConfigError, ShapeError, UnavailableError
 from cogframe.plugins import get_registries
-from cogframe.plugins._window_plan import axis_partition, build_plan
+from cogframe.plugins._swin3d_windows import axis_partition, build_partition
 from cogframe.plugins.attention_xformers import build_attn_bias, xformers_unavailable_reason
 
 ATOL = RTOL = 1e-5
@@ -173,12 +173,12 @@ def test_swin3d_takes_the_window_path_for_training_and_stage2_inference():
     dense_cells = layout.seq_len ** 2
     for q_slots, k_slots in ((all_slots, all_slots), (all_slots[layout.text_len:], all_slots),
                              (layout.inference_slots("interpolation"),) * 2):
-        plan = build_plan(mask, q_slots, k_slots, torch.float32, torch.device("cpu"))
+        plan = build_partition(mask, q_slots, k_slots, torch.float32, torch.device("cpu"))
         assert plan is not None
         assert plan.windows == 4 and plan.bias.numel() < dense_cells  # O(S x window), not S^2
     # A decoding step (one new slot) falls back to the dense path.
-    assert build_plan(mask, all_slots[-1:], all_slots, torch.float32, torch.device("cpu")) is None
-    assert build_plan(spatial_mask(layout, "interpolation"), all_slots, all_slots,
+    assert build_partition(mask, all_slots[-1:], all_slots, torch.float32, torch.device("cpu")) is None
+    assert build_partition(spatial_mask(layout, "interpolation"), all_slots, all_slots,
                       torch.float32, torch.device("cpu")) is None
 
 

@@ -1,4 +1,5 @@
-"""SAT <-> cogframe conversion on tiny checkpoints built with the exact key names of spec §9."""
+"""SAT <-> cogframe conversion on tiny checkpoints built with the exact key names of the released
+SwissArmyTransformer checkpoints (SAT model/base_model.py, CogVideo models/cogvideo_model.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ LAYER_PARTS = ("input_layernorm", "attention.query_key_value", "attention.dense"
 
 
 def spec_key_shapes(layers, d, vocab, pos, extra, video, ffn=None):
-    """The state-dict keys and shapes of spec §9, written out independently of cogframe's table."""
+    """The released state-dict keys and shapes, written out independently of cogframe's table."""
     ffn = ffn or 4 * d
     part_shapes = {"input_layernorm": [(d,), (d,)], "attention.query_key_value": [(3 * d, d), (3 * d,)],
                    "attention.dense": [(d, d), (d,)], "third_layernorm": [(d,), (d,)],
@@ -147,10 +148,47 @@ def test_table_maps_the_full_size_models_onto_the_spec_key_list(preset, video, t
     assert sum(int(np.prod(s)) for s in sat_shapes.values()) == total
 
 
+def _windowed_stage1(preset):
+    return preset.get("stage") == "sequential" and (preset.get("temporal") or {}).get("window") is not None
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_sat_config_round_trips_every_builtin_preset(name):
+    if _windowed_stage1(PRESETS[name]):
+        # SAT's stage 1 is always full causal: a windowed stage 1 has no faithful SAT config.
+        with pytest.raises(DataError, match="full causal.*temporal.window=null"):
+            sat_config_from_preset(PRESETS[name])
+        return
     sat = sat_config_from_preset(PRESETS[name])
     assert model_config(preset_from_sat_config(sat)) == model_config(PRESETS[name])
+
+
+@pytest.mark.parametrize("window_size", [-1, 10, 4, None])
+def test_stage1_sat_config_is_full_causal_whatever_its_window_size(window_size):
+    # The release's InferenceModel_Sequential passes window_size=-1 whatever model_config.json holds.
+    released = {"num_layers": 48, "hidden_size": 3072, "num_attention_heads": 48, "vocab_size": 150010,
+                "max_sequence_length": 1024, "layout": "64, 464, 2064", "additional_seqlen": 2000,
+                "cogvideo_stage": 1}
+    if window_size is not None:
+        released["window_size"] = window_size
+    preset = preset_from_sat_config(released)
+    assert preset["temporal"] == {"window": None}
+    assert model_config(preset) == model_config("cogvideo_9b_stage1")
+    assert model_config(preset).temporal.window is None
+
+
+def test_converting_a_stage1_checkpoint_with_a_window_size_builds_full_causal_attention(tmp_path, convert_cli):
+    state = write_sat(tmp_path / "sat", "stage1")
+    config = json.loads((tmp_path / "sat" / "model_config.json").read_text())
+    (tmp_path / "sat" / "model_config.json").write_text(json.dumps({**config, "window_size": 10}))
+    done = convert_cli("sat", tmp_path / "sat", tmp_path / "cf", "--image-vocab-size", IMAGE_VOCAB)
+    assert done.code == 0, done.err
+    model = load_pretrained(tmp_path / "cf")
+    assert model.config == model_config(tiny_preset("stage1")) and model.config.temporal.window is None
+    ids = torch.randint(0, VOCAB, (1, model.config.layout.seq_len), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        # Same class, same weights, same input: bit-identical by construction.
+        assert torch.equal(model(ids), direct_model("stage1", state)(ids))
 
 
 def test_released_config_values_mean_the_builtin_presets():
@@ -274,8 +312,9 @@ def test_sizes_and_shard_plans():
 def test_cogframe_native_weights_write_a_loadable_sat_config(tmp_path):
     from cogframe.core.weights.pretrained import write_weights_folder
 
-    model = build_model("tiny_stage1", overrides={"num_layers": 1})
-    preset = {**PRESETS["tiny_stage1"], "num_layers": 1}
+    full_causal = {"window": None, "shift": None}  # SAT's stage 1 has no window
+    model = build_model("tiny_stage1", overrides={"num_layers": 1, "temporal": full_causal})
+    preset = {**PRESETS["tiny_stage1"], "num_layers": 1, "temporal": full_causal}
     write_weights_folder(tmp_path / "cf", model.state_dict(), model=preset, dtype="float32", max_shard_bytes=10**9)
     cogframe_to_sat(tmp_path / "cf", tmp_path / "sat", dtype="bfloat16")
     back = read_sat_folder(tmp_path / "sat")

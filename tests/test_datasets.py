@@ -160,3 +160,31 @@ def test_export_task_feeds_video_folder(tmp_path):
     assert len(VideoFolder(str(tmp_path / "out"), split="val")) == 2
     frames, _ = read_video(tmp_path / "out" / "videos" / "val_000001.gif")
     assert frames.shape[1:] == (16, 16, 3)
+
+
+def test_prepare_of_an_all_bad_video_folder_prints_the_report(tmp_path, cli):
+    from cogframe.config.recipes import assets_root
+
+    folder = tmp_path / "bad"
+    (folder / "clips").mkdir(parents=True)
+    (folder / "clips" / "a.mp4").write_bytes(b"not a video" * 10)
+    (folder / "captions.jsonl").write_text(
+        json.dumps({"video": "clips/a.mp4", "caption": "a red circle moving left"}) + "\n"
+        + json.dumps({"video": "clips/gone.mp4", "caption": "a red circle moving up"}) + "\n{oops\n")
+    tiny = assets_root() / "tiny"
+    recipe = tmp_path / "prep.yaml"
+    recipe.write_text(json.dumps({
+        "description": "all-bad folder", "task": "prepare", "output_dir": str(tmp_path / "shards"),
+        "dataset": {"name": "video_folder", "root": str(folder), "size": 32},
+        "text_tokenizer": {"name": "sentencepiece", "model_path": str(tiny / "text_tokenizer.model"),
+                           "id_offset": 256},
+        "image_tokenizer": {"name": "vqvae", "path": str(tiny / "vqvae")},
+        "frame_rate_sampler": {"name": "lowest_fps"},
+    }))
+    result = cli("run", recipe)
+    assert result.code == 2
+    for needle in ("every entry was skipped", "skipped 3 of 3 entries", "unreadable (1): clips/a.mp4",
+                   "missing file (1): clips/gone.mp4", "malformed caption line (1): captions.jsonl:3"):
+        assert needle in result.err, result.err
+    assert "see the report above" not in result.err
+    assert not (tmp_path / "shards" / "manifest.json").exists()

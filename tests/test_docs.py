@@ -46,3 +46,19 @@ def test_builtin_recipes_follow_the_folder_rules():
         assert isinstance(raw, dict) and raw.get("description"), f"{path}: needs a one-line description"
         base = raw.get("base")
         assert base is None or not str(base).endswith(".yaml"), f"{path}: name its base by recipe name"
+
+
+def test_docs_and_sources_are_self_contained():
+    # The project's facts are stated in place and cited to the paper (arXiv 2205.15868) and the
+    # released code; a "spec §N" pointer names a file that is not in the repository.
+    pattern = re.compile(r"spec\s*" + "\u00a7" + r"|shared/spec/|cogvideo\.md", re.IGNORECASE)
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "src").rglob("*.py")),
+             *sorted((ROOT / "recipes").rglob("*.yaml")), *sorted((ROOT / "recipes").rglob("*.md")),
+             *sorted((ROOT / "benchmarks").rglob("*.py")), *sorted((ROOT / "tests").rglob("*.py")),
+             ROOT / ".ci" / "run"]
+    assert len(files) > 50
+    hits = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+            for path in files if path.is_file()
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if pattern.search(line)]
+    assert not hits, "cite the paper or the release code instead of the spec file:\n" + "\n".join(hits)

@@ -17,7 +17,7 @@ RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def test_duration_prefix():
-    assert duration_prefix(1.0) == "4.0s"  # 5 frames at 1 fps span 4 seconds (spec §2.1)
+    assert duration_prefix(1.0) == "4.0s"  # 5 frames at 1 fps span 4 seconds (the release's duration prefix)
     assert duration_prefix(0.25) == "16.0s"
     assert duration_prefix(8.0) == "0.5s"
     assert duration_prefix(2.0, fmt="{:.1f}秒") == "2.0秒"

@@ -11,7 +11,7 @@ import torch
 
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.plugins import get_registries
-from cogframe.plugins._icetk_vqvae import HVQVAE
+from cogframe.core.model.icetk_vqvae import HVQVAE
 from cogframe.plugins.icetk import ICETK_SPECIAL_TOKENS, IceImageTokenizer
 
 TINY = {"channels": 32, "z_channels": 32, "codebook_size": 64}

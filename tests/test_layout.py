@@ -1,4 +1,4 @@
-"""TokenLayout: sizes, BOI-shift, positions, loss masks and inference order (spec §1.4-§2.3)."""
+"""TokenLayout: sizes, BOI-shift, positions, loss masks and inference order (the release's layout)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def cogvideo():
 
 
 def test_cogvideo_layout_numbers(cogvideo):
-    # spec §1.4: 64 text + 5 x 400 frame slots; the raw sample is one longer (2065).
+    # The release's layout 64,464,2064: 64 text + 5 x 400 frame slots; the raw sample is one longer (2065).
     assert cogvideo.seq_len == 2064
     assert cogvideo.frame_start == 64
     assert cogvideo.frame_range(1).start == 464
@@ -44,7 +44,7 @@ def test_boi_shift_convention():
 
 
 def test_loss_masks_per_stage(cogvideo):
-    # spec §2.2: stage 1 learns frames 1-4; §2.3: stage 2 learns frames 1 and 3.
+    # Stage 1 learns frames 1-4; stage 2 learns frames 1 and 3 (pretrain_cogvideo.py).
     m1 = cogvideo.loss_mask("sequential")
     assert m1[:464].sum() == 0 and m1[464:].all()
     m2 = cogvideo.loss_mask("interpolation")

@@ -52,3 +52,39 @@ def test_tensorboard_logger_writes_event_files(tmp_path):
     logger.log({"loss": torch.tensor(0.5), "note": "text is skipped"}, step=1)
     logger.close()
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+
+
+def _steps(path):
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+def test_jsonl_logger_keeps_one_history_per_file(tmp_path, capsys):
+    path = tmp_path / "metrics.jsonl"
+    build = lambda: get_registries().build("logger", {"name": "jsonl", "path": str(path)})  # noqa: E731
+    first = build()
+    for step in (1, 2, 3, 4):
+        first.log({"loss": 1.0 / step}, step=step)
+    first.close()
+    # Resumed from a step-2 checkpoint: steps 3 and 4 of the killed run are replaced, 1-2 kept.
+    resumed = build()
+    resumed.log({"loss": 0.3}, step=3)
+    resumed.log({"loss": 0.3, "val_loss": 0.5}, step=3)  # one run may log one step twice (final eval)
+    resumed.close()
+    assert _steps(path) == [1, 2, 3, 3]
+    assert "dropped 2 record(s) at step >= 3" in capsys.readouterr().err
+    # A run started over writes a fresh file; a torn last line (killed mid-write) never survives.
+    with path.open("a") as handle:
+        handle.write('{"step": 9, "lo')
+    fresh = build()
+    fresh.log({"loss": 2.0}, step=1)
+    fresh.close()
+    assert path.read_text() == '{"step": 1, "loss": 2.0}\n'
+    err = capsys.readouterr().err
+    assert "dropped 4 record(s) at step >= 1 and 1 unreadable line(s)" in err and "0 earlier record(s) kept" in err
+    # Nothing to drop: plain append, no rewrite, no note.
+    later = build()
+    later.log({"loss": 1.5}, step=2)
+    later.close()
+    assert _steps(path) == [1, 2] and capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="closed"):
+        later.log({"loss": 1.0}, step=3)

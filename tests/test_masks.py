@@ -1,4 +1,5 @@
-"""Property tests of the mask library against the spec's definitions (spec §4.2)."""
+"""Property tests of the mask library against scalar definitions written from the paper's rules
+(arXiv 2205.15868, Sec. 3.2) and the released masks (THUDM/CogVideo models/cogvideo_model.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ from cogframe.core.model.layout import Stage, TokenLayout
 from cogframe.core.model.masks import FrameRule, MaskSpec, TemporalConfig, spatial_mask, temporal_mask
 from cogframe.errors import ShapeError
 
-# ----------------------------------------------------------------------------- the spec, literally
+# ------------------------------------------------------------------- the paper's rules, literally
 
 
 def spec_bin(coord: int, size: int, shift: int) -> int:
-    """Spec §4.2 ``bin``: unshifted ``coord // size``; shifted bins ``[0,s), [s,s+A), ...``."""
+    """Swin window ``bin``: unshifted ``coord // size``; shifted bins ``[0,s), [s,s+A), ...``."""
     if shift == 0:
         return coord // size
     return 0 if coord < shift else 1 + (coord - shift) // size
 
 
 def spec_frame_allowed(rule, q, k, window, shift, extent) -> bool:
-    """Scalar reference of every frame rule, written from the spec's pseudo-code."""
+    """Scalar reference of every frame rule, written from the paper's rules and the release's masks."""
     (qt, qx, qy, qp), (kt, kx, ky, kp) = q, k
     if rule is FrameRule.OWN_FRAME_CAUSAL:
         return kt == qt and kp <= qp

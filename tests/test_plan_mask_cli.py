@@ -66,3 +66,24 @@ def test_mask_bad_input(cli, tmp_path):
     assert bad.code == 2 and "spatial or temporal" in bad.err
     far = cli("mask", "cogvideo_9b/stage1", "layer=48", f"out={tmp_path / 'x.npy'}")
     assert far.code == 2 and "0..47" in far.err
+
+
+def test_mask_into_a_folder_and_never_over_an_existing_file(cli, tmp_path):
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    first = cli("mask", "cogvideo_9b/stage1", "channel=spatial", "layer=0", f"out={folder}/", f"png={folder}")
+    assert first.code == 0, first.err
+    assert sorted(p.name for p in folder.iterdir()) == ["spatial_layer0.npy", "spatial_layer0.png"]
+    assert not (tmp_path / "masks.npy").exists()  # numpy's own suffix rule is not applied to folders
+    assert f"-> {folder / 'spatial_layer0.npy'}" in first.out
+    before = (folder / "spatial_layer0.npy").stat().st_mtime_ns
+    # The png is new but the npy exists: refused before either is written.
+    again = cli("mask", "cogvideo_9b/stage1", "channel=spatial", "layer=0", f"out={folder}/",
+                f"png={tmp_path / 'new.png'}")
+    assert again.code == 2 and "already exists; pass --force" in again.err, again.err
+    assert not (tmp_path / "new.png").exists()
+    assert (folder / "spatial_layer0.npy").stat().st_mtime_ns == before
+    forced = cli("mask", "cogvideo_9b/stage1", "channel=spatial", "layer=0", f"out={folder}/", "--force")
+    assert forced.code == 0, forced.err
+    plain = cli("mask", "cogvideo_9b/stage1", "channel=spatial", "layer=0", f"out={tmp_path / 'm'}")
+    assert plain.code == 0 and (tmp_path / "m.npy").is_file() and f"-> {tmp_path / 'm.npy'}" in plain.out

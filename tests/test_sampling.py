@@ -242,15 +242,74 @@ def test_generate_video_two_stages(stage1, stage2):
                            stage2_options=DecodeOptions(GreedySampler(), parallel=True))
     assert video.key_frames.shape == (2, 5, 8, 8) and video.frames.shape == (2, 9, 8, 8)
     assert torch.equal(video.frames[:, 0::2], video.key_frames)
-    regs = get_registries()
-    interp = regs.build("interpolator", {"name": "transformer", "parallel": True},
-                        model=stage2, sampler=GreedySampler(), boi_id=BOI)
-    again = generate_video(stage1, interp, prompts, boi_id=BOI, options=options,
-                           first_frame=video.key_frames[:, 0])
+    # The one stage-2 path: interpolate() on the key frames gives generate_video's frames.
+    again = interpolate(stage2, video.key_frames, list(prompts.rounds), boi_id=BOI,
+                        options=DecodeOptions(GreedySampler(), parallel=True))
     assert torch.equal(again.frames, video.frames)
-    with pytest.raises(ConfigError, match="pixels"):
-        generate_video(stage1, regs.build("interpolator", {"name": "repeat"}), prompts, boi_id=BOI,
-                       options=options)
+    with pytest.raises(ConfigError, match="stage-2 model"):
+        generate_video(stage1, repeat_frames, prompts, boi_id=BOI, options=options)
+
+
+def test_video_prompts_put_the_video_suffix_on_stage_1_only():
+    """The release: stage 2 encodes the raw caption; " 视频" goes on the stage-1 prompt only."""
+    seen = []
+
+    class Recording(_FakeTokenizer):
+        def encode_prompt(self, caption, text_len, prefix=None):
+            seen.append((caption, prefix))
+            return super().encode_prompt(caption, text_len, prefix)
+
+    video_prompts(Recording(), ["a cat"], 16, rounds=2, first_frame_suffix=" HD", video_suffix=" 视频")
+    assert seen == [("a cat HD", None), ("a cat 视频", "4.0s"), ("a cat", "2.0s"), ("a cat", "1.0s")]
+
+
+# ------------------------------------------------------------------------------ stage-2 prefix mask
+def _release_prefix_backend(given_frames):
+    """Dense attention whose given-frame queries see text and every given slot (no window)."""
+    import dataclasses
+
+    from cogframe.core.model.attention import dense_sdpa_attention
+
+    def backend(q, k, v, mask, q_slots, k_slots, text_valid, **kwargs):
+        if mask is None or not mask.is_temporal:
+            return dense_sdpa_attention(q, k, v, mask, q_slots, k_slots, text_valid, **kwargs)
+        frame = mask.layout.coords(q_slots).t
+        given = torch.isin(frame, torch.tensor(given_frames)) & (q_slots >= mask.layout.text_len)
+        unmasked = dataclasses.replace(mask, window=None, shift=(0, 0), temporal_extent=None)
+        out = dense_sdpa_attention(q, k, v, mask, q_slots, k_slots, text_valid, **kwargs)
+        if bool(given.any()):
+            free = dense_sdpa_attention(q, k, v, unmasked, q_slots, k_slots, text_valid, **kwargs)
+            out = torch.where(given.view(1, 1, -1, 1), free, out)
+        return out
+
+    return backend
+
+
+def test_unmasked_prefix_reproduces_the_release_prefix_pass():
+    """unmasked_prefix: the given frames' prefix pass runs the temporal channel without its window."""
+    torch.manual_seed(1)
+    release = build_model("tiny_stage2", overrides=SMALL,
+                          temporal_attention=_release_prefix_backend((0, 2, 4))).eval()
+    torch.manual_seed(1)
+    model = build_model("tiny_stage2", overrides=SMALL).eval()
+    assert model.config.temporal.window is not None  # otherwise the two masks would agree
+    layout = model.config.layout
+    prompt = _prompt(layout)
+    given = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(3))
+    kwargs = dict(boi_id=BOI, given_frames=(0, 2, 4), generated_frames=(1, 3), given=given, return_logits=True)
+    unmasked = decode_frames(model, prompt, options=DecodeOptions(GreedySampler(), unmasked_prefix=True), **kwargs)
+    trained = decode_frames(model, prompt, options=DecodeOptions(GreedySampler()), **kwargs)
+    slots = layout.inference_slots(Stage.INTERPOLATION)
+    with torch.no_grad():  # one full forward, given-frame rows unmasked, generated rows as in training
+        full = release(_full_input(layout, prompt, unmasked.frames)[:, slots], slots=slots, text_valid=prompt.valid)
+    natural = torch.zeros_like(full)
+    natural[:, slots] = full
+    generated = torch.cat([torch.arange(r.start, r.stop) for r in map(layout.frame_range, (1, 3))])
+    assert torch.allclose(unmasked.logits[:, generated], natural[:, generated], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(trained.logits[:, generated], natural[:, generated], atol=1e-3)
+    # The model's own masks are back to the training ones afterwards.
+    again = decode_frames(model, prompt, options=DecodeOptions(GreedySampler()), **kwargs)
+    assert torch.equal(again.logits, trained.logits)
 
 
 # ------------------------------------------------------------------------------ samplers
@@ -338,7 +397,7 @@ def test_kmeans_and_cluster_files(tmp_path):
         ClusterSampler()
 
 
-def test_registry_builds_every_sampler_and_interpolator(tmp_path):
+def test_registry_builds_every_sampler_and_pixel_stage(tmp_path):
     regs = get_registries()
     np.save(tmp_path / "c.npy", np.arange(256) % 4)
     for node in ({"name": "greedy"}, {"name": "temperature", "temperature": 0.9}, {"name": "top_k", "k": 3},
@@ -348,8 +407,12 @@ def test_registry_builds_every_sampler_and_interpolator(tmp_path):
         assert callable(regs.build("token_sampler", node, **runtime))
     with pytest.raises(ConfigError):
         regs.build("token_sampler", {"name": "temperature", "temperature": 0})
-    assert regs.get("interpolator", "repeat").obj.space == "pixels"
-    assert regs.get("interpolator", "transformer").obj.space == "tokens"
+    assert regs.get("stage", "repeat").obj.space == "pixels"
+    assert regs.get("stage", "interpolation").obj.space == "tokens"
+    blend = regs.build("stage", {"name": "linear_blend", "rounds": 2}, context=None, fps=1.0)
+    assert blend.output_fps == 4.0 and blend.models == ()
+    with pytest.raises(ConfigError, match="comes first"):
+        regs.build("stage", {"name": "repeat"}, context=None, fps=None)
 
 
 # ------------------------------------------------------------------------------ pixel baselines

@@ -134,3 +134,25 @@ def test_train_task(tmp_path, capsys):
     assert tok.piece_count <= 100 and (tmp_path / "corpus.txt").is_file() and (tmp_path / "summary.json").is_file()
     assert len(tok.encode("4.0s")) <= 2  # frequent prefixes become (nearly) single pieces
     assert "trained" in capsys.readouterr().out
+
+
+def test_unknown_words_are_refused_before_the_length_check(tok, model_file):
+    with pytest.raises(DataError, match=r"prompt 'a x-ray Zebra moving left' has words .* does not cover: "
+                                        r"'x-ray', 'Zebra'\. They would become <unk>") as info:
+        tok.encode_prompt("a x-ray Zebra moving left", 5, prefix="4.0s")
+    message = str(info.value)
+    assert "too long" not in message and "words it knows include: a, blue, circle" in message
+    assert "case-sensitive" not in message  # 'zebra' is unknown in any case
+    with pytest.raises(DataError, match=r"does not cover: 'RED'.*lower-case spelling: 'a red circle'"):
+        tok.encode_prompt("a RED circle", 16)
+    with pytest.raises(DataError, match=r"frame-rate prefix '3.5s' has words .* '3.5s'"):
+        tok.encode_prompt("a red circle", 16, prefix="3.5s")  # no '3' in the training corpus
+    assert tok.unknown_words("a red circle moving left") == []
+    lenient = SentencePieceTokenizer(str(model_file), id_offset=256, allow_unknown=True)
+    ids, valid = lenient.encode_prompt("a RED circle", 16)
+    assert int(valid.sum()) == len(lenient.encode("a RED circle"))
+
+
+def test_too_long_names_the_words_spelled_out_piece_by_piece(tok):
+    with pytest.raises(ShapeError, match=r"prompt too long.*spells out piece by piece.*'purple' \(\d+ tokens\)"):
+        tok.encode_prompt("a purple circle moving left", 8, prefix="4.0s")

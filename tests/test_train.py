@@ -158,16 +158,52 @@ def test_fresh_run_does_not_mix_into_earlier_checkpoints(workspace, t2i_run, cap
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.steps=abc", "train.steps must be an integer, got 'abc'"),
-    ("train.lr=fast", "train.lr must be a number"),
-    ("train.betas=3", "train.betas must be a list"),
-    ("train.dtype=float8", "train.dtype must be float32 or bfloat16"),
+    ("train.steps=abc", "train.steps: section 'train' expects int for 'steps', got str 'abc'"),
+    ("train.lr=fast", "train.lr: section 'train' expects float for 'lr'"),
+    ("train.betas=3", "train.betas: section 'train' expects list [float, float] for 'betas', got int 3"),
+    ("train.betas=[0.9,fast]", "expects list [float, float] for 'betas', got list [0.9, 'fast']"),
+    ("train.dtype=float8", "train.dtype: must be float32 or bfloat16, got 'float8'"),
     ("train.dtype=float16", "needs dynamic loss scaling"),
-    ("+train.stepz=3", "unknown train keys: stepz"),
+    ("+train.stepz=3", "train.stepz: section 'train' takes no keyword 'stepz': did you mean 'steps'?"),
+    ("train.lr=-1", "train.lr: must be a positive number, got -1"),
+    ("train.grad_clip=-1", "train.grad_clip: must be a positive number or null, got -1"),
+    ("train.steps=0", "train.steps: must be an integer >= 1, got 0"),
+    ("train.betas=[0.9,1.0]", "train.betas: must be two numbers in [0, 1), got [0.9, 1.0]"),
+    ("train.seed=9223372036854775808", "train.seed: is 9223372036854775808, outside 0 .. 2**63-1"),
+    ("train.seed=-1", "train.seed: is -1, outside 0 .. 2**63-1"),
+    ("train.device=gpu", "train.device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    ("+distributed.param_dtype=float16", "distributed.param_dtype: must be float32 or bfloat16"),
+    ("+distributed.param_dtpe=float32", "distributed.param_dtpe: section 'distributed' takes no keyword"),
+    ("+plan.devices=[0]", "plan.devices: must be a list of positive integers, got [0]"),
+    ("data.shards=null", "data.shards: section 'data' expects str for 'shards', got NoneType None"),
 ])
 def test_bad_train_settings_exit_2_with_the_key(cli, override, message):
     result = cli("validate", "tiny/t2i", override)
     assert result.code == 2 and message in result.err, result.err
+
+
+def test_run_refuses_bad_settings_before_training(cli, tmp_path):
+    # A negative clip used to train in the wrong direction with exit 0; now nothing starts.
+    result = cli("run", "tiny/t2i", "train.grad_clip=-1", f"output_dir={tmp_path / 'run'}")
+    assert result.code == 2 and "train.grad_clip: must be a positive number or null" in result.err, result.err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda_is_refused_at_validate(cli):
+    result = cli("validate", "tiny/t2i", "train.device=cuda")
+    assert result.code == 2, result.err
+    assert "train.device: is 'cuda' but" in result.err and "set train.device=cpu (or auto" in result.err
+
+
+def test_every_train_problem_is_reported_at_once(cli):
+    result = cli("validate", "tiny/t2i", "train.lr=-1", "train.steps=abc", "+trian.steps=3",
+                 "model.attention.spatial.name=sdpx", "loggers.1.path=???")
+    assert result.code == 2
+    for part in ("(5 problems)", "train.lr: must be a positive number", "train.steps: section 'train' expects int",
+                 "trian: task 'train' takes no top-level key 'trian': did you mean 'train'?",
+                 "model.attention.spatial.name: unknown attention 'sdpx'", "loggers.1.path: is ??? (left for you to set)"):
+        assert part in result.err, (part, result.err)
 
 
 def test_resaving_a_step_replaces_it_whole(tmp_path):

@@ -66,10 +66,11 @@ def test_missing_and_unknown_task(testplug):
         validate_recipe(_recipe(task="test_wrte"), testplug)
 
 
-def test_task_validate_runs_once_slots_are_valid(testplug):
+def test_task_checks_run_alongside_slot_problems(testplug):
     with pytest.raises(ConfigError, match="out is \\?\\?\\?: set the output file"):
         validate_recipe(load_recipe(RECIPES / "base.yaml"), testplug)
+    # Every stage at once: the unknown component AND the task's own check, in one message.
     bad_slot = load_recipe(RECIPES / "base.yaml", ["sampler.name=nope"])
     with pytest.raises(ConfigError) as err:
         validate_recipe(bad_slot, testplug)
-    assert "unknown token_sampler 'nope'" in str(err.value) and "out is ???" not in str(err.value)
+    assert "unknown token_sampler 'nope'" in str(err.value) and "out is ???" in str(err.value)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cogframe.core.io.atomic import is_temp_file
-from cogframe.core.model.vector_quantizer import VectorQuantizerEMA
+from cogframe.core.model.vector_quantizer import EMACodebook
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.plugins import get_registries
 from cogframe.plugins.vqvae import VQVAE
@@ -61,7 +61,7 @@ def _clustered_data(n: int = 512, dim: int = 4) -> torch.Tensor:
 @pytest.mark.parametrize("threshold", [1.0, 0.0])
 def test_dead_code_restart_revives_unused_codes(threshold):
     torch.manual_seed(0)
-    q = VectorQuantizerEMA(codebook_size=16, code_dim=4, dead_code_threshold=threshold)
+    q = EMACodebook(codebook_size=16, code_dim=4, dead_code_threshold=threshold)
     data = _clustered_data()
     # Half the codebook sits on the data; half is parked far away where no input maps any more
     # (their EMA usage of 1.5 decays below the threshold of 1 after ~40 steps).
@@ -86,7 +86,7 @@ def test_dead_code_restart_revives_unused_codes(threshold):
 
 def test_codebook_initialises_from_data_on_first_step():
     torch.manual_seed(0)
-    q = VectorQuantizerEMA(codebook_size=16, code_dim=4).train()
+    q = EMACodebook(codebook_size=16, code_dim=4).train()
     data = _clustered_data() + 50.0  # far from the N(0, 1) initial codebook
     q(data)
     assert float((q.embed - 50).abs().max()) < 20

@@ -7,6 +7,14 @@ result and every failure can be attributed to the plugin (its *origin*) that pro
 
 ``COGFRAME_PLUGINS`` selects third-party plugins: unset loads all of them; a comma-separated list of
 entry-point names loads only those; an empty value loads none. Built-ins always load.
+
+Built-in modules are registered *lazily* when their source allows it: if a module's only hook is
+``register_components`` returning ``@component`` objects whose declarations are literal,
+:func:`cogframe.registry.lazy_components` reads them without importing the module, and a light
+stand-in plugin returns those lazy specs from the same hook. The module (and torch) is imported
+when one of its components is built. A module that cannot be read that way is imported as before.
+Third-party plugins are imported as they are (their entry-point module may return
+``lazy_components(...)`` or ``lazy_component(...)`` to stay light).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import pluggy
 
 from cogframe import hookspecs
 from cogframe.errors import CogframeError
-from cogframe.registry import Registries, closest, spec_of
+from cogframe.registry import ComponentSpec, Registries, closest, lazy_components, spec_of
 
 ENTRY_POINT_GROUP = "cogframe"
 ENV_VAR = "COGFRAME_PLUGINS"
@@ -105,6 +113,9 @@ class PluginSet:
         regs = Registries()
         for plugin, items in self.results("register_components"):
             for obj in items:
+                if isinstance(obj, ComponentSpec):  # lazy_component(...) / lazy_components(...)
+                    regs.register(obj, plugin.origin)
+                    continue
                 try:
                     spec = spec_of(obj)
                 except CogframeError as exc:
@@ -141,6 +152,41 @@ def _blame(plugin: LoadedPlugin) -> str:
         return f"This is a bug in cogframe's built-in module {plugin.module}; rerun with --debug and report it."
     return (f"Fix or upgrade the plugin, or leave it out by listing only the plugins you want in "
             f"{ENV_VAR} (e.g. {ENV_VAR}= to load no third-party plugin).")
+
+
+class LazyModulePlugin:
+    """Stands in for a built-in module that is registered without importing it.
+
+    Its one hook returns the lazy specs :func:`cogframe.registry.lazy_components` read from the
+    module's source; pluggy sees an ordinary plugin object.
+
+    Attributes:
+        module: The dotted name of the module it stands for.
+        specs: The lazy component specs.
+    """
+
+    def __init__(self, module: str, specs: list[ComponentSpec]) -> None:
+        self.module = module
+        self.specs = specs
+
+    @hookspecs.hookimpl
+    def register_components(self) -> list[ComponentSpec]:
+        """The module's components, as lazy specs."""
+        return list(self.specs)
+
+    def __repr__(self) -> str:
+        return f"<lazy plugin {self.module}>"
+
+
+def _lazy_builtin(module: str) -> LazyModulePlugin | None:
+    """A stand-in for ``module`` when its only hook is a statically readable register_components."""
+    from cogframe.component_source import read_module
+
+    static = read_module(module)
+    if static is None or tuple(static.hooks) != ("register_components",):
+        return None
+    specs = lazy_components(module)
+    return None if specs is None else LazyModulePlugin(module, specs)
 
 
 def _import_builtin(module: str) -> Any:
@@ -252,7 +298,7 @@ def load_plugins(builtin_modules: Iterable[str], env: Mapping[str, str] | None =
     plugins: dict[str, LoadedPlugin] = {}
     for module in builtin_modules:
         plugin = LoadedPlugin(builtin_name(module), builtin_name(module), module, builtin=True)
-        _register(pm, _import_builtin(module), plugin)
+        _register(pm, _lazy_builtin(module) or _import_builtin(module), plugin)
         plugins[plugin.name] = plugin
     for ep in _selected_entry_points(env):
         origin = _entry_point_origin(ep)

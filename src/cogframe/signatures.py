@@ -2,7 +2,9 @@
 
 Used by :meth:`cogframe.registry.Registries.build` (just before constructing) and by
 :func:`cogframe.config.recipes.validate_recipe` (without constructing), so both report the same problems.
-Only simple annotations (``int``, ``float``, ``str``, ``bool``, ``Path``, lists, dicts, ``Literal``,
+The same checker reads the typed recipe sections (:mod:`cogframe.config.settings`): a section's
+dataclass is checked like a component's signature. Only simple annotations (``int``, ``float``,
+``str``, ``bool``, ``Path``, lists and tuples with their item types, dicts, ``Literal``,
 ``Optional``/unions of those) are checked; anything richer is left to the component itself.
 """
 
@@ -75,15 +77,38 @@ def _matches(value: Any, ann: Any) -> bool | None:
         return isinstance(value, (str, pathlib.PurePath))
     base = origin or ann
     if base in (list, tuple, collections.abc.Sequence):
-        return isinstance(value, (list, tuple))
+        if not isinstance(value, (list, tuple)):
+            return False
+        # Items are judged too (``list[int]``, ``tuple[float, float]``), so the checker of component
+        # keywords and of recipe sections catches ``betas: [0.9, fast]`` as well as ``betas: 3``.
+        args = [a for a in typing.get_args(ann) if a is not Ellipsis]
+        if not args:
+            return True
+        if base is tuple and Ellipsis not in typing.get_args(ann):
+            if len(value) != len(args):
+                return False
+            results = [_matches(v, a) for v, a in zip(value, args)]
+        else:
+            results = [_matches(v, args[0]) for v in value]
+        return False if any(r is False for r in results) else True
     if base in (dict, collections.abc.Mapping):
         return isinstance(value, dict)
     return _UNKNOWN
 
 
 def _describe(ann: Any) -> str:
+    if ann is type(None):
+        return "null"
     if isinstance(ann, type):
         return ann.__name__
+    origin, args = typing.get_origin(ann), [a for a in typing.get_args(ann) if a is not Ellipsis]
+    # Recipes are YAML: a tuple is written as a list, so say "list" whatever the Python type.
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        if origin is tuple and Ellipsis not in typing.get_args(ann):
+            return f"list [{', '.join(_describe(a) for a in args)}]"
+        return f"list [{_describe(args[0])}, ...]"
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(_describe(a) for a in typing.get_args(ann))
     return str(ann).replace("typing.", "")
 
 
@@ -124,16 +149,17 @@ def keyword_problems(
                 hint = f"did you mean '{near[0]}'? Otherwise remove it" if near else "remove it"
                 problems.append(Problem(
                     f"{at}{key}", f"{label} takes no keyword '{key}'",
-                    f"{hint} or use one of the accepted keywords ({accepted})"))
+                    f"{hint} or use one of the accepted keywords ({accepted})" if by_name
+                    else f"{hint} ({label} takes no keywords)"))
             continue
         ann = hints.get(key, by_name[key].annotation)
         if _matches(value, ann) is False:
             problems.append(Problem(
                 f"{at}{key}", f"{label} expects {_describe(ann)} for '{key}', got {type(value).__name__} {value!r}",
-                f"set '{key}' to a {_describe(ann)} value in the recipe"))
+                f"give '{key}' a value of type {_describe(ann)}"))
     for p in params:
         if p.default is inspect.Parameter.empty and p.name not in kwargs and p.name not in supplied_later:
             problems.append(Problem(
                 f"{at}{p.name}", f"{label} needs the keyword '{p.name}'",
-                f"add '{p.name}: <value>' under {where or 'the component node'}"))
+                f"add '{p.name}: <value>' " + (f"under {where}" if where else "at the top level of the recipe")))
     return problems

@@ -6,13 +6,21 @@ Each subcommand is one module exposing ``NAME``, ``HELP``, ``add_arguments(parse
 
 Errors: a :class:`~cogframe.errors.CogframeError` (or an omegaconf error, a missing file, Ctrl-C)
 prints ``error: <message>`` on stderr and exits 2 (130 for Ctrl-C); ``--debug`` adds the traceback.
-Anything else is a bug: exit 1 with a request to rerun with ``--debug`` and report it.
+Anything else is a bug: exit 1 with a request to rerun with ``--debug`` and report it. A closed
+output pipe (``cogframe plugins | head -1``) ends the command quietly with status 141 (128 +
+SIGPIPE), as Unix tools do.
+
+Start-up imports no torch: the plugins' components are registered lazily (see
+:mod:`cogframe.plugin_loader`), so ``--help``, ``ls``, ``plugins``, ``validate`` and ``cp`` only
+import torch when a component's own check needs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 import traceback
 from typing import Any, Sequence
@@ -41,6 +49,7 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a Unix tool killed by a closed pipe reports
 _MEMBERS = ("NAME", "HELP", "add_arguments", "run")
 
 
@@ -97,6 +106,30 @@ def _message(exc: BaseException) -> str:
     return str(exc)
 
 
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout has gone away (poll reports an error/hang-up on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor (tests) or no poll (Windows)
+        return False
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null after the reader of our pipe went away.
+
+    Python flushes stdout once more at exit; without this that flush raises BrokenPipeError again
+    and prints "Exception ignored ..." on stderr.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``cogframe`` command line.
 
@@ -104,16 +137,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name; defaults to ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 success, 2 user error, 130 interrupted, 1 a bug.
+        The exit status: 0 success, 2 user error, 130 interrupted, 141 output pipe closed, 1 a bug.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     # Known before parsing, so errors while building the parser (plugin loading) honour it too.
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
-        return int(args._run(args) or EXIT_OK)
-    except SystemExit as exc:  # argparse: --help, --version and usage errors
-        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USER_ERROR)
+        try:
+            args = build_parser().parse_args(argv)
+            status = int(args._run(args) or EXIT_OK)
+        except SystemExit as exc:  # argparse: --help, --version and usage errors
+            status = exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USER_ERROR)
+        # Flush here, not at interpreter exit, so that a closed pipe is noticed (and silenced) below.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # some other pipe (a subprocess, a socket): a real error
+            print(f"error: {_message(exc)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()

@@ -22,7 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from cogframe.core.training.distributed import consolidate_checkpoint
     from cogframe.errors import ConfigError
 
-    if Path(args.out).exists() and not args.force:
+    out = Path(args.out)
+    if out.is_dir() or args.out.endswith(("/", "\\")):
+        raise ConfigError(f"{args.out} is a folder; give the file to write, e.g. {out / 'model.safetensors'}.")
+    if out.exists() and not args.force:
         raise ConfigError(f"{args.out} already exists; pass --force to overwrite it or pick another path.")
     count = consolidate_checkpoint(args.checkpoint, args.out)
     print(f"wrote {count} tensors to {args.out}")

@@ -3,7 +3,8 @@
 It runs the ``tiny/sample`` recipe (5 key frames of 8x8 tokens, 3 interpolation rounds -> 33
 frames at 8 fps) with the KV cache, parallel waves and all stage-2 windows of a round in one batch;
 a few seconds on a CPU. When a shipped model is missing it names the file and the training recipe
-that produces it, and exits with status 2.
+that produces it, and exits with status 2; so does an earlier video of the same prompt in
+``--out`` (``--overwrite`` replaces it).
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ DEFAULT_PROMPT = "a red circle moving left"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--prompt``, ``--out``, ``--seed``, ``--parallel/--no-parallel`` and recipe overrides."""
+    """Adds ``--prompt``, ``--out``, ``--seed``, ``--rounds``, ``--overwrite``, ``--parallel`` and overrides."""
     parser.add_argument("--prompt", default=DEFAULT_PROMPT,
                         help=f"what the video shows (default: {DEFAULT_PROMPT!r}); the tiny models know "
                              "'a {red|green|blue|yellow|magenta|cyan|white} {circle|square|triangle} "
                              "moving {left|right|up|down}'")
     parser.add_argument("--out", default="demo_out", metavar="DIR",
                         help="output folder (default: demo_out/)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed, 0 .. 2**63 - 1 (default: 0)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interpolation rounds 0..3 (default: the recipe's 3, i.e. 33 frames at 8 fps)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier video of the same prompt in --out (default: refuse)")
     parser.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
-                        help="exact parallel-wave decoding (default: on; --no-parallel decodes one "
-                             "token per pass and gives the same video)")
+                        help="parallel-wave decoding (default: on; --no-parallel decodes one token per "
+                             "pass and gives the same video in float32, the tiny recipe's dtype; in "
+                             "bfloat16/float16 the rounding differs and so may some tokens)")
     parser.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
                         help=f"extra overrides of the {RECIPE} recipe, e.g. rounds=2 guidance=1")
 
@@ -41,10 +47,13 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     registries = get_registries()
-    cfg = load_recipe(RECIPE, args.overrides)
+    # rounds is a recipe variable the stages read, so it must be set before interpolations resolve.
+    rounds = [] if args.rounds is None else [f"rounds={args.rounds}"]
+    cfg = load_recipe(RECIPE, [*args.overrides, *rounds])
     # Set after loading rather than as override strings: a prompt is free text, not YAML.
     cfg.prompt, cfg.prompts_file = args.prompt, None
     cfg.out, cfg.seed, cfg.parallel = str(args.out).rstrip("/") + "/", args.seed, args.parallel
+    cfg.overwrite = bool(args.overwrite or cfg.get("overwrite", False))
     source = f"cogframe demo (recipe {RECIPE})"
     validate_recipe(cfg, registries, source=source)
     result = run_sample(cfg, registries, source=source, echo=lambda *_: None)

@@ -47,14 +47,14 @@ def _targets_of_real(registries, n: int, frames: int, size: int) -> tuple[np.nda
     return np.stack(clips), targets
 
 
-def _round_trip(pipeline, clips: np.ndarray) -> np.ndarray:
+def _round_trip(context, clips: np.ndarray) -> np.ndarray:
     """Real clips encoded and decoded by the recipe's image tokenizer (what generated clips go through)."""
     import torch
 
     batch, frames = clips.shape[:2]
     pixels = torch.from_numpy(clips.reshape(batch * frames, *clips.shape[2:])).permute(0, 3, 1, 2)
-    tokens = torch.cat([pipeline.image_tokenizer.encode(pixels[i:i + 256]) for i in range(0, len(pixels), 256)])
-    return pipeline.decode(tokens.reshape(batch, frames, *tokens.shape[1:]))
+    tokens = torch.cat([context.image_tokenizer.encode(pixels[i:i + 256]) for i in range(0, len(pixels), 256)])
+    return context.decode(tokens.reshape(batch, frames, *tokens.shape[1:])).numpy()
 
 
 def _percent(value: float | None) -> str:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from cogframe.plugins import get_registries
     from cogframe.plugins.dataset_moving_shapes import COLOURS, DIRECTIONS, SHAPES
     from cogframe.config.recipes import load_recipe, validate_recipe
-    from cogframe.plugins.generation_pipeline import SamplePipeline
+    from cogframe.plugins.task_sample import generate, load, take_plan
 
     for flag, value, low in (("--n", args.n, 1), ("--batch", args.batch, 1), ("--rounds", args.rounds, 0)):
         if value < low:
@@ -90,20 +90,27 @@ def run(args: argparse.Namespace) -> int:
     if cfg.get("task") != "sample":
         raise ConfigError(f"{args.recipe} is a '{cfg.get('task')}' recipe; cogframe eval needs a sampling "
                           "recipe (task: sample), e.g. --recipe tiny/sample.")
+    if "rounds" not in cfg:
+        raise ConfigError(f"{args.recipe} has no top-level `rounds` for --rounds to set; give its interpolation "
+                          "stage `rounds: ${{rounds}}` and a top-level `rounds: 3`, as tiny/sample does.")
+    # rounds is a recipe variable read by the stages: set it before interpolations are resolved.
+    cfg = load_recipe(args.recipe, [*args.overrides, f"rounds={args.rounds}"])
     cfg.prompt, cfg.prompts_file = targets[0]["caption"], None
-    cfg.rounds, cfg.seed, cfg.batch_size = args.rounds, args.seed, args.batch
+    cfg.seed, cfg.batch_size = args.seed, args.batch
+    cfg.overwrite = True  # eval writes no videos: an earlier video at the recipe's `out` is no conflict
     validate_recipe(cfg, registries, source=args.recipe)
-    pipeline = SamplePipeline.build(cfg, registries, source=args.recipe)
+    plan = take_plan(cfg, registries, args.recipe)
+    load(plan)
     generated = []
     for first in range(0, args.n, args.batch):
         captions = [t["caption"] for t in targets[first:first + args.batch]]
-        generated.append(pipeline.generate(captions, args.seed + first).frames)
+        generated.append(generate(plan, captions, args.seed + first).pixels.numpy())
         print(f"generated {min(first + args.batch, args.n)}/{args.n}", flush=True)
     clips = np.concatenate(generated)
     detections = [detect(c, COLOURS) for c in clips]
     real, real_targets = _targets_of_real(registries, args.n, clips.shape[1], clips.shape[2])
     real_detections = [detect(c, COLOURS) for c in real]
-    tokenized = [detect(c, COLOURS) for c in _round_trip(pipeline, real)]
+    tokenized = [detect(c, COLOURS) for c in _round_trip(plan.context, real)]
     groups = {"generated": (detections, targets), "real": (real_detections, real_targets),
               "real_tokenized": (tokenized, real_targets)}
     metrics = {key: accuracy(d, t) for key, (d, t) in groups.items()}

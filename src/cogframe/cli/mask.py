@@ -1,13 +1,21 @@
-"""``cogframe mask RECIPE channel=spatial|temporal layer=N out=FILE.npy [png=FILE.png] [k=v ...]``.
+"""``cogframe mask RECIPE channel=spatial|temporal layer=N out=FILE.npy [png=FILE.png] [--force] [k=v ...]``.
 
 Writes the dense attention mask of the recipe's layout as a numpy bool array indexed
 ``[query slot, key slot]``: all text valid (no padding), frames in natural order, the
-input-slot convention of spec §1.6. Other ``key=value`` arguments override the recipe.
+input-slot convention of the release (slot ``(t, 0)`` holds [BOI], slot ``(t, j)`` the token
+``f_t[j-1]``; THUDM/CogVideo pretrain_cogvideo.py ``get_batch``). Other ``key=value`` arguments override the recipe.
+
+``out``/``png`` may name a folder (an existing one, or any path ending in ``/``): the files go
+inside it as ``<channel>_layer<N>.npy`` / ``.png``. A file name without ``.npy`` gets it (numpy
+would add it anyway; the printed path is the real one). Existing files are kept unless
+``--force``, and both targets are checked before anything is written; each file is written
+atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from cogframe.errors import ConfigError
@@ -24,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """RECIPE then channel=, layer=, out=, png= and recipe overrides, all as key=value."""
     parser.add_argument("recipe", metavar="RECIPE", help="a recipe name or .yaml file")
     parser.add_argument("settings", metavar="KEY=VALUE", nargs="*",
-                        help="channel=spatial|temporal layer=N out=FILE.npy [png=FILE.png], "
+                        help="channel=spatial|temporal layer=N out=FILE.npy|FOLDER/ [png=FILE.png|FOLDER/], "
                              "then any recipe overrides")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
 
 
 def _split(settings: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -37,6 +46,22 @@ def _split(settings: list[str]) -> tuple[dict[str, str], list[str]]:
         else:
             overrides.append(item)
     return options, overrides
+
+
+def _target(value: str, key: str, default_name: str, suffix: str, force: bool) -> Path:
+    """Where ``key=value`` writes: inside a folder, with ``suffix``; refused if it exists."""
+    if not value:
+        raise ConfigError(f"{key}= is empty; give a file (e.g. {key}=mask{suffix}) or a folder ending in /.")
+    path = Path(value).expanduser()
+    if value.endswith(("/", os.sep)) or path.is_dir():
+        path = path / default_name
+    elif path.suffix.lower() != suffix:
+        path = path.with_name(path.name + suffix)
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a folder; give a file name ending in {suffix}.")
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to replace it, or choose another {key}=.")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,17 +91,22 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("this recipe's model is text-to-image: it has no temporal channel; "
                               "use channel=spatial or a video recipe.")
         spec = temporal_mask(config.layout, config.stage, layer, config.temporal)
+    from cogframe.core.io.atomic import atomic_path
+
+    stem = f"{channel}_layer{layer}"
+    force = bool(getattr(args, "force", False))
+    # Both targets are checked before either is written: a refusal leaves nothing half-done.
+    out = _target(options["out"], "out", f"{stem}.npy", ".npy", force)
+    png = _target(options["png"], "png", f"{stem}.png", ".png", force) if "png" in options else None
     dense = spec.dense()[0].numpy()
-    out = Path(options["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, dense)
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, dense)  # a file object: np.save does not append another .npy
     print(f"{channel} mask of layer {layer} ({spec.describe()}): {dense.shape[0]}x{dense.shape[1]}, "
           f"{int(dense.sum()):,} allowed pairs -> {out}")
-    if "png" in options:
+    if png is not None:
         import imageio.v3 as iio
 
-        png = Path(options["png"])
-        png.parent.mkdir(parents=True, exist_ok=True)
-        iio.imwrite(png, (dense * 255).astype(np.uint8))
+        with atomic_path(png) as tmp:
+            iio.imwrite(tmp, (dense * 255).astype(np.uint8))
         print(f"picture -> {png}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -40,12 +41,20 @@ def launch_torchrun(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=env)
 
 
-def run_task(cfg: DictConfig, registries: Registries) -> None:
-    """Builds the recipe's task (no keywords) and calls ``task.run(cfg, registries)`` in this process.
+def run_task(cfg: DictConfig, registries: Registries, *, task: Any = None) -> None:
+    """Calls ``task.run(cfg, registries)`` in this process.
 
     Launching several processes (torchrun) wraps around this function; the task itself is the same.
+
+    Args:
+        cfg: The validated recipe.
+        registries: Component registries.
+        task: The task instance that validated ``cfg`` (:func:`~cogframe.config.recipes.validate_recipe`
+            returns it), so the run reuses what its checks read; built from ``cfg.task`` (no
+            keywords) when None.
     """
-    task = registries.build("task", {"name": cfg.task})
+    if task is None:
+        task = registries.build("task", {"name": cfg.task})
     task.run(cfg, registries)
 
 
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     registries = get_registries()
     cfg = load_recipe(args.recipe, args.overrides)
-    validate_recipe(cfg, registries, source=args.recipe)
+    task = validate_recipe(cfg, registries, source=args.recipe)
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}.")
     if args.nproc > 1:
@@ -65,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--nproc inside a torchrun worker: launch either with torchrun or "
                               "with `cogframe run --nproc N`, not both.")
         return launch_torchrun(args)
-    run_task(cfg, registries)
+    run_task(cfg, registries, task=task)
     return 0

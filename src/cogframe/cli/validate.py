@@ -10,14 +10,16 @@ from cogframe.plugins import get_registries
 from cogframe.config.recipes import load_recipe, validate_recipe
 
 NAME = "validate"
-HELP = "Check a recipe (names, keywords, availability) and print it resolved; exit 0 if valid, 2 if not."
+HELP = ("Check a recipe (top-level keys, components, settings, the task's own checks: every problem at once) "
+        "and print it resolved; exit 0 if valid, 2 if not.")
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``RECIPE`` and ``OVERRIDE...`` positionals shared by validate and run."""
     parser.add_argument("recipe", metavar="RECIPE", help="a recipe name (see `cogframe ls`) or a .yaml file")
     parser.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
-                        help="override a recipe key, e.g. train.lr=3e-4; +key=value adds a new key")
+                        help="override a recipe key, e.g. train.lr=3e-4; +key=value adds a new key, ~key "
+                             "deletes one, slot=NAME swaps a component (docs/recipes.md)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,13 +1,15 @@
-"""The ``sample`` recipe read and checked without building anything heavy.
+"""The ``sample`` recipe's settings, typed and checked without building anything heavy.
 
-Everything a user can get wrong is found here, before a model is loaded or a frame generated:
-empty or missing prompts, an unknown frame rate or duration, an impossible number of rounds,
-guidance without a negative prompt, and missing checkpoint files (named with their recipe key and
-the recipe that produces them). The keys are documented in docs/sampling.md, "The sample recipe".
+:class:`SampleSettings` is the one typed-settings dataclass of a sample recipe's top-level keys
+(read with :func:`cogframe.config.settings.read_section`, the checker components use): types,
+unknown-free defaults and value checks (``problems()``) in one place. :func:`file_problems` names
+every missing file with its recipe key and how to produce it. The keys are documented in
+docs/sampling.md, "The sample recipe". Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -18,17 +20,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from cogframe.errors import ConfigError, Problem, problems_error
 from cogframe.config.recipes import assets_root
+from cogframe.config.settings import read_section, section_problems
 
 __all__ = [
     "ASSET_SOURCES",
     "MAX_ROUNDS",
+    "MAX_SEED",
     "SampleSettings",
     "file_problems",
     "parse_duration",
-    "read_captions",
+    "read_sample_settings",
 ]
 
-MAX_ROUNDS = 3  # CogVideo's recursion depth (spec §2.3): 5 -> 9 -> 17 -> 33 frames
+MAX_ROUNDS = 3  # CogVideo's recursion depth (arXiv 2205.15868): 5 -> 9 -> 17 -> 33 frames
+# Seeds feed a 64-bit signed hash (core/generation/token_sampling.py); batch k adds its first index.
+MAX_SEED = 2 ** 63 - 1
 
 # Shipped assets (relative to the assets folder) -> (the recipe that trains it, where it writes it).
 ASSET_SOURCES: dict[str, tuple[str, str]] = {
@@ -48,52 +54,13 @@ _FILE_KEYS = (
     ("first_frame_sampler.clusters", False, "the token clusters"),
 )
 
-
 # Sections the task cannot run without, with an example for the error message.
 _SECTIONS = (
-    ("stage1.model", "{preset: tiny_stage1, weights: FILE}"),
+    ("stages", "[{name: key_frames}, {name: interpolation, rounds: 3}]"),
     ("text_tokenizer", "{name: sentencepiece, model_path: FILE, id_offset: 256}"),
     ("image_tokenizer", "{name: vqvae, path: FOLDER}"),
     ("token_sampler", "{name: top_k, k: 10}"),
 )
-
-
-def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
-    return OmegaConf.select(cfg, key, default=default)
-
-
-def read_captions(cfg: DictConfig) -> tuple[tuple[str, ...], str]:
-    """The prompts to sample and where they came from (``prompt`` or the prompts file's path).
-
-    ``prompts_file`` (one prompt per line; blank lines are skipped) replaces ``prompt`` when set.
-
-    Raises:
-        ConfigError: No prompt, an empty prompt, an unreadable or empty prompts file.
-    """
-    path = _select(cfg, "prompts_file")
-    if path not in (None, ""):
-        file = Path(str(path)).expanduser()
-        try:
-            lines = file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ConfigError(f"prompts_file: {file} does not exist; give a UTF-8 text file with one "
-                              "prompt per line, or drop prompts_file and set prompt=\"...\"") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"prompts_file: cannot read {file} ({exc}); give a UTF-8 text file with "
-                              "one prompt per line") from None
-        captions = tuple(line.strip() for line in lines if line.strip())
-        if not captions:
-            raise ConfigError(f"prompts_file: {file} holds no prompt (only blank lines); write one "
-                              "prompt per line")
-        return captions, str(file)
-    prompt = _select(cfg, "prompt")
-    if prompt is None:
-        raise ConfigError('no prompt: set prompt="a red circle moving left" or prompts_file=FILE '
-                          "(one prompt per line)")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError(f"prompt is empty ({prompt!r}): describe the video, e.g. "
-                          'prompt="a red circle moving left"')
-    return (prompt.strip(),), "prompt"
 
 
 def parse_duration(value: Any) -> float:
@@ -113,190 +80,177 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-def _rates(cfg: DictConfig, key: str) -> tuple[float, ...] | None:
-    rates = _select(cfg, key)
-    if rates is None:
-        return None
-    try:
-        return tuple(sorted(float(r) for r in rates))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a list of frame rates such as [1, 2, 4, 8], got {rates!r}") from None
-
-
-def _fmt(rates) -> str:
-    return ", ".join(f"{r:g}" for r in rates)
+def _whole(value: int, low: int, key: str, example: str) -> list[Problem]:
+    return [] if value >= low else [Problem(key, f"must be a whole number >= {low}, got {value!r}", example)]
 
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """The scalar settings of a sample recipe (see docs/sampling.md, "The sample recipe").
+    """The top-level settings of a sample recipe (docs/sampling.md, "The sample recipe").
+
+    Stage-specific settings (interpolation rounds, stage-2 guidance, ``window_batch``) are
+    keywords of the stages in ``stages:``; these are shared by all stages or by the task.
 
     Attributes:
-        captions: The prompts, in order.
-        prompt_source: ``"prompt"`` or the prompts file they were read from.
-        key_fps: Frame rate of the key frames (1 fps: duration prefix ``4.0s``).
-        rounds: Interpolation rounds (0..3); the final frame rate is ``key_fps * 2**rounds``.
+        prompt: One prompt (ignored when ``prompts_file`` is set).
+        prompts_file: A UTF-8 file with one prompt per line (blank lines skipped).
+        out: Output folder (ends with ``/`` or exists) or file stem.
+        overwrite: Replace the files of an earlier video of the same name (default: refuse).
+        seed: Sampling seed, 0 .. 2**63 - 1 (batch ``k`` uses ``seed`` + the index of its first prompt).
+        fps: Frame rate of the key frames (null with ``duration`` null: 1 fps, "4.0s").
+        duration: The span of the key frames instead of ``fps`` (``4.0``, ``"4.0s"``, ``"4.0秒"``).
         guidance: Classifier-free guidance scale of the key frames (1: off).
-        negative_prompt: Caption of the guidance branch, or None.
-        seed: Sampling seed (batch ``k`` uses ``seed`` + the index of its first prompt).
-        parallel: Decode in parallel waves (exact, fewer passes).
+        negative_prompt: Caption of every guidance branch (CogVideo: "视频"), or None.
         text_bias: Query->text attention bias of every pass that runs without guidance.
+        parallel: Decode in parallel waves (same tokens in fp32/fp64; docs/sampling.md).
         batch_size: Prompts generated together.
-        window_batch: Stage-2 windows per forward batch (None: all at once).
         display_scale: Nearest-neighbour upscaling of the written files (not of the JSON data).
         prefix_format: Duration prefix format, e.g. ``"{:.1f}s"``.
         first_frame_suffix: Appended to the caption of the first frame (CogVideo: " 高清摄影").
-        caption_suffix: Appended to the captions of the video passes (CogVideo: " 视频").
-        stage1_rates / stage2_rates: Frame rates the models were trained on (None: unchecked).
-        out: Output folder (ends with ``/`` or exists) or file stem.
+        caption_suffix: Appended to the stage-1 caption when stage-1 guidance is on (CogVideo:
+            " 视频"); the stage-2 rounds always read the raw caption, as the release does.
+        frame_rates: Rates each model section was trained on, e.g. ``{stage1: [1, 2], stage2:
+            [2, 4, 8]}`` (a section left out or null: unchecked).
         device / dtype / threads: Where and how the models run.
     """
 
-    captions: tuple[str, ...]
-    prompt_source: str
-    key_fps: float
-    rounds: int
-    guidance: float
-    negative_prompt: str | None
-    seed: int
-    parallel: bool
-    text_bias: float
-    batch_size: int
-    window_batch: int | None
-    display_scale: int
-    prefix_format: str
-    first_frame_suffix: str
-    caption_suffix: str
-    stage1_rates: tuple[float, ...] | None
-    stage2_rates: tuple[float, ...] | None
-    out: str
-    device: str
-    dtype: str
-    threads: int | None
+    prompt: str | None = None
+    prompts_file: str | None = None
+    out: str | None = None
+    overwrite: bool = False
+    seed: int = 0
+    fps: float | None = None
+    duration: float | str | None = None
+    guidance: float = 1.0
+    negative_prompt: str | None = None
+    text_bias: float = 0.0
+    parallel: bool = True
+    batch_size: int = 1
+    display_scale: int = 1
+    prefix_format: str = "{:.1f}s"
+    first_frame_suffix: str = ""
+    caption_suffix: str = ""
+    frame_rates: dict | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int | None = None
 
-    @property
-    def fps(self) -> float:
-        """Frame rate of the final frames: ``key_fps * 2**rounds`` (1 fps, 3 rounds -> 8 fps)."""
-        return self.key_fps * 2 ** self.rounds
-
-    @classmethod
-    def from_recipe(cls, cfg: DictConfig, *, key_frames: int, token_stage2: bool,
-                    interpolates: bool) -> "SampleSettings":
-        """Reads and checks the settings; reports every problem at once.
-
-        Args:
-            cfg: The resolved recipe.
-            key_frames: Frames of the stage-1 model (5): a duration spans ``key_frames - 1`` gaps.
-            token_stage2: Whether rounds run through a model trained on ``stage2_rates``.
-            interpolates: Whether anything can interpolate (a stage-2 model or an interpolator).
-
-        Raises:
-            ConfigError: Listing every problem with its key and fix.
-        """
+    def problems(self) -> list[Problem]:
+        """Value checks (types are checked by the shared keyword checker first)."""
         problems: list[Problem] = []
-
-        def check(fn):
+        try:
+            captions, _ = self.captions()
+        except ConfigError as exc:
+            problems.append(Problem("", str(exc), ""))
+            captions = ()
+        if not 0 <= self.seed <= MAX_SEED - max(len(captions) - 1, 0):
+            problems.append(Problem("seed", f"must be a whole number from 0 to 2**63 - 1 = {MAX_SEED}"
+                                    f"{' minus the number of prompts' if len(captions) > 1 else ''}, got "
+                                    f"{self.seed}", "pick a smaller non-negative seed, e.g. seed=0"))
+        if self.fps is not None and self.duration is not None:
+            problems.append(Problem("", f"both fps ({self.fps:g}) and duration ({self.duration}) are set; they "
+                                    "say the same thing (duration = (key frames - 1) / fps): keep one and "
+                                    "set the other to null", ""))
+        elif self.duration is not None:
             try:
-                return fn()
+                parse_duration(self.duration)
             except ConfigError as exc:
                 problems.append(Problem("", str(exc), ""))
-                return None
+        elif self.fps is not None and (not math.isfinite(self.fps) or self.fps <= 0):
+            problems.append(Problem("", f"fps {self.fps:g} is not a positive frame rate; write e.g. fps=1 "
+                                    "(key frames 1 s apart, duration prefix 4.0s)", ""))
+        for key in ("guidance", "text_bias"):
+            if not math.isfinite(getattr(self, key)):
+                problems.append(Problem(key, f"must be a finite number, got {getattr(self, key)}", ""))
+        if self.guidance != 1.0 and not (self.negative_prompt or "").strip():
+            problems.append(Problem("negative_prompt", f"is empty but guidance is {self.guidance:g}",
+                                    "set negative_prompt (CogVideo uses '视频', 'video') or guidance=1"))
+        problems += _whole(self.batch_size, 1, "batch_size", "e.g. batch_size=8")
+        problems += _whole(self.display_scale, 1, "display_scale", "e.g. display_scale=4")
+        if self.threads is not None:
+            problems += _whole(self.threads, 1, "threads", "or null for torch's default")
+        if not (self.out or "").strip():
+            problems.append(Problem("out", "is not set", "name an output folder (ending in /) or a file "
+                                    "stem, e.g. out=runs/tiny/samples/red_circle"))
+        try:
+            self.prefix_format.format(4.0)
+        except (ValueError, IndexError, KeyError) as exc:
+            problems.append(Problem("prefix_format", f"{self.prefix_format!r} cannot format a duration ({exc})",
+                                    "write e.g. '{:.1f}s' or '{:.1f}秒'"))
+        for section, rates in (self.frame_rates or {}).items():
+            if rates is not None and (not isinstance(rates, (list, tuple)) or not rates or any(
+                    isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in rates)):
+                problems.append(Problem(f"frame_rates.{section}", f"must be a list of positive frame rates "
+                                        f"such as [1, 2, 4, 8], got {rates!r}", "or null (unchecked)"))
+        return problems
 
-        captions = check(lambda: read_captions(cfg)) or ((), "prompt")
-        key_fps = check(lambda: _key_fps(cfg, key_frames))
-        rounds = _select(cfg, "rounds", 0)
-        if not isinstance(rounds, int) or isinstance(rounds, bool) or not 0 <= rounds <= MAX_ROUNDS:
-            problems.append(Problem("rounds", f"must be a whole number from 0 to {MAX_ROUNDS}, got "
-                                    f"{rounds!r}", f"3 rounds turn {key_frames} key frames into "
-                                    f"{(key_frames - 1) * 8 + 1}; 0 keeps the key frames"))
-            rounds = None
-        elif rounds and not interpolates:
-            problems.append(Problem("rounds", f"is {rounds} but the recipe has no stage2 model and no "
-                                    "interpolator", "add a stage2: section or an interpolator "
-                                    "(repeat, linear_blend), or set rounds=0"))
-        stage1_rates = check(lambda: _rates(cfg, "frame_rates.stage1"))
-        stage2_rates = check(lambda: _rates(cfg, "frame_rates.stage2"))
-        if key_fps is not None and rounds is not None:
-            key = "duration" if _select(cfg, "duration") is not None else "fps"
-            problems += _rate_problems(key, key_fps, rounds, key_frames, stage1_rates,
-                                       stage2_rates if token_stage2 else None,
-                                       str(_select(cfg, "prefix_format", "{:.1f}s")))
-        guidance = check(lambda: _number(cfg, "guidance", 1.0, float))
-        text_bias = check(lambda: _number(cfg, "text_bias", 0.0, float))
-        seed = check(lambda: _number(cfg, "seed", 0, int))
-        threads = check(lambda: _number(cfg, "threads", None, int))
-        window_batch = check(lambda: _number(cfg, "window_batch", None, int))
-        negative = _select(cfg, "negative_prompt")
-        if guidance not in (None, 1.0) and (negative is None or not str(negative).strip()):
-            problems.append(Problem("negative_prompt", f"is empty but guidance is {guidance:g}",
-                                    "set negative_prompt (CogVideo uses 'video') or guidance=1"))
-        for key, low in (("batch_size", 1), ("display_scale", 1)):
-            value = _select(cfg, key, 1)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                problems.append(Problem(key, f"must be a whole number >= {low}, got {value!r}", ""))
-        if not str(_select(cfg, "out") or "").strip():
-            problems.append(Problem("out", "is not set", "name an output folder (ending in /) or a "
-                                    "file stem, e.g. out=runs/tiny/samples/red_circle"))
-        if problems:
-            raise problems_error("the sample settings are invalid", problems)
-        return cls(
-            captions=captions[0], prompt_source=captions[1], key_fps=key_fps, rounds=rounds,
-            guidance=guidance, negative_prompt=str(negative) if negative is not None else None,
-            seed=seed, parallel=bool(_select(cfg, "parallel", True)), text_bias=text_bias,
-            batch_size=int(_select(cfg, "batch_size", 1)), window_batch=window_batch,
-            display_scale=int(_select(cfg, "display_scale", 1)),
-            prefix_format=str(_select(cfg, "prefix_format", "{:.1f}s")),
-            first_frame_suffix=str(_select(cfg, "first_frame_suffix", "") or ""),
-            caption_suffix=str(_select(cfg, "caption_suffix", "") or ""),
-            stage1_rates=stage1_rates, stage2_rates=stage2_rates, out=str(_select(cfg, "out")),
-            device=str(_select(cfg, "device", "cpu")), dtype=str(_select(cfg, "dtype", "float32")),
-            threads=threads,
-        )
+    def captions(self) -> tuple[tuple[str, ...], str]:
+        """The prompts to sample and where they came from (``"prompt"`` or the prompts file's path).
 
+        Raises:
+            ConfigError: No prompt, an empty prompt, an unreadable or empty prompts file.
+        """
+        if self.prompts_file not in (None, ""):
+            file = Path(str(self.prompts_file)).expanduser()
+            try:
+                lines = file.read_text(encoding="utf-8").splitlines()
+            except FileNotFoundError:
+                raise ConfigError(f"prompts_file: {file} does not exist; give a UTF-8 text file with one "
+                                  "prompt per line, or drop prompts_file and set prompt=\"...\"") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"prompts_file: cannot read {file} ({exc}); give a UTF-8 text file with "
+                                  "one prompt per line") from None
+            captions = tuple(line.strip() for line in lines if line.strip())
+            if not captions:
+                raise ConfigError(f"prompts_file: {file} holds no prompt (only blank lines); write one "
+                                  "prompt per line")
+            return captions, str(file)
+        if self.prompt is None:
+            raise ConfigError('no prompt: set prompt="a red circle moving left" or prompts_file=FILE '
+                              "(one prompt per line)")
+        if not self.prompt.strip():
+            raise ConfigError(f"prompt is empty ({self.prompt!r}): describe the video, e.g. "
+                              'prompt="a red circle moving left"')
+        return (self.prompt.strip(),), "prompt"
 
-def _number(cfg: DictConfig, key: str, default, kind: type):
-    """``cfg.<key>`` as an int or float (``default`` when null); ConfigError for anything else."""
-    value = _select(cfg, key, default)
-    if value is None:
-        return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or (kind is int and value != int(value)) or not math.isfinite(value):
-        raise ConfigError(f"{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
-    return kind(value)
+    def key_fps(self, key_frames: int) -> float:
+        """Frame rate of the key frames; a ``duration`` spans ``key_frames - 1`` gaps."""
+        if self.duration is not None:
+            return (key_frames - 1) / parse_duration(self.duration)
+        return 1.0 if self.fps is None else float(self.fps)
 
+    def trained_rates(self, section: str) -> tuple[float, ...] | None:
+        """The rates ``frame_rates.<section>`` lists (sorted), or None when unchecked."""
+        rates = (self.frame_rates or {}).get(section)
+        return None if rates is None else tuple(sorted(float(r) for r in rates))
 
-def _key_fps(cfg: DictConfig, key_frames: int) -> float:
-    fps, duration = _select(cfg, "fps"), _select(cfg, "duration")
-    if fps is not None and duration is not None:
-        raise ConfigError(f"both fps ({fps}) and duration ({duration}) are set; they say the same thing "
-                          f"(duration = {key_frames - 1} / fps): keep one and set the other to null")
-    if duration is not None:
-        return (key_frames - 1) / parse_duration(duration)
-    if fps is None:
-        return 1.0
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise ConfigError(f"fps {fps!r} is not a positive frame rate; write e.g. fps=1 (key frames "
-                          "1 s apart, duration prefix 4.0s)")
-    return float(fps)
+    def where_prompts(self) -> str:
+        """How errors name the prompts (``prompt`` or ``prompts_file FILE``)."""
+        return "prompt" if self.prompts_file in (None, "") else f"prompts_file {self.prompts_file}"
 
 
-def _rate_problems(key, key_fps, rounds, frames, stage1_rates, stage2_rates, prefix_format) -> list[Problem]:
-    """Frame rates the models never saw; the stage-2 ones only once the key-frame rate is right."""
-    def duration(rate: float) -> str:
-        return prefix_format.format((frames - 1) / rate)
+def read_sample_settings(cfg: DictConfig) -> SampleSettings:
+    """Reads and checks the top-level settings of a sample recipe (every problem at once).
 
-    if stage1_rates is not None and not any(math.isclose(key_fps, r) for r in stage1_rates):
-        return [Problem(
-            key, f"the key frames at {key_fps:g} fps (duration {duration(key_fps)}) are at a rate the "
-            f"stage-1 model was not trained on (frame_rates.stage1: {_fmt(stage1_rates)} fps)",
-            f"use one of those rates, or the durations {', '.join(duration(r) for r in stage1_rates)}")]
-    wanted = [key_fps * 2 ** (r + 1) for r in range(rounds)]
-    if stage2_rates is not None and any(not any(math.isclose(w, r) for r in stage2_rates) for w in wanted):
-        return [Problem(
-            "rounds", f"{rounds} round{'s' if rounds > 1 else ''} from {key_fps:g} fps need the stage-2 "
-            f"model at {_fmt(wanted)} fps, but it was trained on {_fmt(stage2_rates)} fps "
-            "(frame_rates.stage2)", "lower rounds or fps so that every round's rate is a trained one")]
-    return []
+    Only the keys :class:`SampleSettings` declares are read; stage nodes, component sections and
+    recipe variables (``rounds``, ``weights_dir``) are checked elsewhere or not at all.
+
+    Raises:
+        ConfigError: Listing every problem with its key and fix.
+    """
+    names = {f.name for f in dataclasses.fields(SampleSettings)}
+    node = {key: OmegaConf.select(cfg, key) for key in cfg.keys() if key in names}
+    for key in ("frame_rates",):  # mappings come back as plain dicts
+        if OmegaConf.is_config(node.get(key)):
+            node[key] = OmegaConf.to_container(node[key], resolve=True)
+    problems = section_problems(SampleSettings, node, where="")
+    if problems:
+        raise problems_error("the sample settings are invalid", problems)
+    return read_section(SampleSettings, node, where="")
+
+
+def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(cfg, key, default=default)
 
 
 def _asset_hint(path: Path) -> str | None:
@@ -314,11 +268,17 @@ def _asset_hint(path: Path) -> str | None:
             "COGFRAME_ASSETS to a folder that holds the tiny assets")
 
 
-def file_problems(cfg: DictConfig) -> list[Problem]:
-    """Every file the recipe needs that is missing, with its recipe key and how to produce it."""
+def file_problems(cfg: DictConfig, registries=None) -> list[Problem]:
+    """Every file the recipe needs that is missing, with its recipe key and how to produce it.
+
+    Args:
+        cfg: The resolved recipe.
+        registries: The registries the components' declared files are read from (default: the
+            loaded plugins').
+    """
     problems = [Problem(key, "the recipe has no such section", f"add it, e.g. {key}: {example}")
                 for key, example in _SECTIONS if _select(cfg, key) is None]
-    problems += _official_problems(cfg)
+    problems += _official_problems(cfg, registries)
     reported = {p.where for p in problems}
     for key, required, what in _FILE_KEYS:
         if _select(cfg, key.rsplit(".", 1)[0]) is None or key in reported:
@@ -337,8 +297,8 @@ def file_problems(cfg: DictConfig) -> list[Problem]:
     return problems
 
 
-def _official_problems(cfg: DictConfig) -> list[Problem]:
-    """The converted-weights and icetk checks of :mod:`cogframe.config.official_weights`.
+def _official_problems(cfg: DictConfig, registries) -> list[Problem]:
+    """The converted-weights and declared-file checks of :mod:`cogframe.config.official_weights`.
 
     Those expect weights FOLDERS (``cogframe convert``); a single ``.safetensors`` file (the
     tiny models) is checked by :func:`file_problems` and the loader, so its entries are left out.
@@ -347,4 +307,4 @@ def _official_problems(cfg: DictConfig) -> list[Problem]:
 
     files = {stage for stage in ("stage1", "stage2")
              if Path(str(_select(cfg, f"{stage}.model.weights") or "")).suffix == ".safetensors"}
-    return [p for p in check_official_files(cfg) if p.where.split(".")[0] not in files]
+    return [p for p in check_official_files(cfg, registries) if p.where.split(".")[0] not in files]

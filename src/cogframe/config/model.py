@@ -14,6 +14,12 @@ The section every training and sampling recipe shares::
       weights: null                  # or a full model.safetensors to load as is (sampling)
 
 This module sits between recipes (omegaconf) and core (typed objects): core never reads YAML.
+
+Capabilities: building refuses an attention backend that does not declare what this model will
+ask of it (the mask rule of its channel, and, when the caller says, the device, the dtype and a
+backward pass for training), before any tensor exists. :func:`attention_needs` and
+:func:`capability_problems` do the device/dtype/backward part without torch, for
+``cogframe validate`` (tasks return them from ``capability_needs(cfg)``).
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cogframe.errors import ConfigError
+from cogframe.errors import ConfigError, Problem, problems_error
+from cogframe.registry import Needs
 
-__all__ = ["MODEL_SLOTS", "model_config_from_recipe", "build_model_from_recipe", "model_section",
-           "read_state_dict"]
+__all__ = ["MODEL_SLOTS", "attention_needs", "build_model_from_recipe", "capability_problems",
+           "channel_masks", "model_config_from_recipe", "model_section", "read_state_dict"]
 
 # Recipe keys holding attention components (for validation through the registry).
 MODEL_SLOTS = {"model.attention.spatial": "attention", "model.attention.temporal": "attention"}
@@ -52,6 +59,56 @@ def model_config_from_recipe(cfg: DictConfig):
     return model_config(str(node.preset), overrides)
 
 
+def attention_needs(*, device: str | None = None, dtype: str | None = None, training: bool = False,
+                    prefix: str = "") -> dict[str, Needs]:
+    """What a run asks of both attention slots of a ``model:`` section (no torch needed).
+
+    Args:
+        device: Device the model runs on (``"cpu"``, ``"cuda:0"``; ``"auto"``/None: not known yet).
+        dtype: Dtype of the attention inputs by name; None: not known yet.
+        training: Whether gradients flow (both channels: later layers' losses reach earlier
+            layers through every attention call).
+        prefix: Key prefix of the section, e.g. ``"stage1."``.
+
+    Returns:
+        ``{"<prefix>model.attention.spatial": Needs, "<prefix>model.attention.temporal": Needs}``,
+        the shape a task's ``capability_needs(cfg)`` returns.
+    """
+    needs = Needs(device=device, dtype=dtype, backward=training)
+    return {f"{prefix}{path}": needs for path in MODEL_SLOTS}
+
+
+def capability_problems(cfg: DictConfig, registries, needs: dict[str, Needs], *, kind: str = "attention",
+                        key_prefix: str = "") -> list[Problem]:
+    """One problem per slot whose component does not declare what ``needs`` asks of it.
+
+    Args:
+        cfg: The resolved recipe (or the section the keys of ``needs`` are relative to).
+        registries: Component registries.
+        needs: Recipe key of a component node -> what the run asks of it; absent or nameless
+            nodes are skipped (the name checks report those).
+        kind: The component kind of those slots.
+        key_prefix: Prepended to the keys in messages (``"stage1."`` when ``cfg`` is a section).
+    """
+    problems: list[Problem] = []
+    for path, need in needs.items():
+        node = OmegaConf.select(cfg, path, default=None)
+        name = node.get("name") if isinstance(node, DictConfig) else None
+        if isinstance(name, str):
+            problems += registries.capability_problems(kind, name, need, where=f"{key_prefix}{path}")
+    return problems
+
+
+def channel_masks(config) -> dict[str, str]:
+    """The mask rule each attention channel of ``config`` uses, by channel (core's own masks)."""
+    from cogframe.core.model.masks import spatial_mask, temporal_mask
+
+    masks = {"spatial": spatial_mask(config.layout, config.stage).rule.value}
+    if config.has_temporal_channel:
+        masks["temporal"] = temporal_mask(config.layout, config.stage, 0, config.temporal).rule.value
+    return masks
+
+
 def _attention(cfg: DictConfig, registries, channel: str):
     node = OmegaConf.select(cfg, f"model.attention.{channel}")
     if node is None:
@@ -60,21 +117,46 @@ def _attention(cfg: DictConfig, registries, channel: str):
 
 
 def build_model_from_recipe(cfg: DictConfig, registries, *, device: str | None = None,
-                            load_weights: bool = True) -> Any:
+                            load_weights: bool = True, run_device: str | None = None,
+                            dtype: str | None = None, training: bool = False,
+                            key_prefix: str = "") -> Any:
     """Build the recipe's model: preset, attention backends, inheritance or weights, freezing.
+
+    Before anything is built, each attention backend's declared capabilities are checked against
+    the mask rule of its channel and against ``run_device``/``dtype``/``training``; a mismatch is
+    a ConfigError naming the constraint, what was asked and the backends that would do.
 
     Args:
         cfg: The resolved recipe.
         registries: Component registries (for the attention backends).
         device: ``"meta"`` to build without memory (planning, FSDP2); default CPU.
         load_weights: Apply ``model.init`` / ``model.weights`` (ignored on the meta device).
+        run_device: Device the model will run on, when it differs from ``device`` (a model built
+            on CPU or meta and moved later); default: ``device`` unless that is meta or None
+            (then the device is not checked).
+        dtype: Dtype the model will run in (``"bfloat16"``); None: not checked.
+        training: The model will be trained (backends must support backward on ``run_device``).
+        key_prefix: Prefix of the recipe keys in messages (``"stage1."`` for a sample section).
+
+    Raises:
+        ConfigError: A missing preset, a capability mismatch, or bad weights paths.
     """
     from cogframe.core.training.checkpoint import load_model_weights
     from cogframe.core.model.inherit import inherit_text_to_image
     from cogframe.core.model.presets import build_model
 
+    if run_device is None and device not in (None, "meta"):
+        run_device = device
     node = model_section(cfg)
     config = model_config_from_recipe(cfg)
+    asked = attention_needs(device=run_device, dtype=dtype, training=training)
+    masks = channel_masks(config)
+    needs = {path: Needs(device=need.device, dtype=need.dtype, backward=need.backward,
+                         mask=masks.get(path.rsplit(".", 1)[-1]))
+             for path, need in asked.items()}
+    problems = capability_problems(cfg, registries, needs, key_prefix=key_prefix)
+    if problems:
+        raise problems_error("the recipe's model cannot be built with these attention backends", problems)
     model = build_model(config, spatial_attention=_attention(cfg, registries, "spatial"),
                         temporal_attention=_attention(cfg, registries, "temporal"), device=device)
     init = node.get("init") or {}
@@ -85,11 +167,11 @@ def build_model_from_recipe(cfg: DictConfig, registries, *, device: str | None =
         if weights:
             path = _existing(weights, "model.weights")
             if path.is_dir():
-                model.load_state_dict(read_state_dict(path))
+                model.load_state_dict(read_state_dict(path, "model.weights"))
             else:
                 load_model_weights(model, path)
         elif source:
-            state = read_state_dict(_existing(source, "model.init.from"))
+            state = read_state_dict(_existing(source, "model.init.from"), "model.init.from")
             inherit_text_to_image(model, state, freeze=freeze)
             return model
     if config.has_temporal_channel and freeze:
@@ -97,15 +179,25 @@ def build_model_from_recipe(cfg: DictConfig, registries, *, device: str | None =
     return model
 
 
-def read_state_dict(path: Path) -> dict:
-    """Tensors of a ``model.safetensors`` file or of a weights folder from ``cogframe convert``."""
+def read_state_dict(path: Path, key: str = "model weights") -> dict:
+    """Tensors of a ``model.safetensors`` file or of a weights folder from ``cogframe convert``.
+
+    Raises:
+        DataError: A truncated or foreign file, or a tensor holding NaN/inf (named).
+    """
     if path.is_dir():
         from cogframe.core.weights.pretrained import load_weights
 
         return load_weights(path)[0]
-    from safetensors.torch import load_file
+    from cogframe.core.weights.safe_load import check_finite, read_safetensors
 
-    return load_file(str(path))
+    tensors = read_safetensors(path, what=key, fix=(
+        "Copy or download it again (an interrupted copy truncates it), or re-create it: for the "
+        "tiny recipes train it (`cogframe run tiny/t2i`), for released weights run `cogframe convert`."))
+    for name, tensor in tensors.items():
+        check_finite(name, tensor, what=f"{key} {path}",
+                     fix="Use weights from before the run diverged, or retrain them.")
+    return tensors
 
 
 def _existing(path: Any, key: str) -> Path:

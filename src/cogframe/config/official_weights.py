@@ -4,12 +4,14 @@
 
 * every ``model`` section's ``weights``: a complete cogframe weights folder written by
   ``cogframe convert sat`` (not a raw SAT folder), whose model agrees with ``model.preset``;
-* every ``icetk`` image tokenizer's ``path`` (``ice_image.pt``) and every ``icetk_text`` text
-  tokenizer's ``model_path`` (``ice_text.model``);
-* every ``cluster`` token sampler's ``clusters`` file (CogVideo's ``cluster_label2.npy``).
+* every file a component declares in its capabilities, ``extra={"files": {keyword: hint}}``
+  (e.g. icetk's ``ice_image.pt`` and ``ice_text.model``, the ``cluster`` sampler's
+  ``cluster_label2.npy``): when the node sets that keyword to a path that does not exist, the
+  problem names the key, the path and the component's hint on how to get the file.
 
-Each problem names the file, why it is needed and how to get it. A task's ``validate(cfg,
-registries)`` calls :func:`require_official_files` so that ``cogframe validate`` reports them.
+This module names no component: it asks the registry what each named node declares. A task's
+``validate(cfg, registries)`` calls :func:`require_official_files` so that ``cogframe validate``
+reports them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cogframe.errors import DataError, Problem, problems_error
+from cogframe.registry import KINDS
 
-__all__ = ["check_official_files", "require_official_files"]
+__all__ = ["check_official_files", "declared_files", "require_official_files"]
 
 _RELEASES = {"cogvideo_9b_stage1": "cogvideo-stage1", "cogvideo_9b_stage2": "cogvideo-stage2"}
 
@@ -69,14 +72,29 @@ def _weights_problem(where: str, model: dict) -> Problem | None:
     return None
 
 
-def check_official_files(cfg: DictConfig | dict) -> list[Problem]:
+def declared_files(registries, name: str) -> dict[str, str]:
+    """``{keyword: hint}`` of the files the components called ``name`` declare (any kind)."""
+    files: dict[str, str] = {}
+    for kind in KINDS:
+        if name not in registries.names(kind):
+            continue
+        spec = registries.get(kind, name)
+        files.update(dict(spec.capabilities.extra.get("files", {}) or {}))
+    return files
+
+
+def check_official_files(cfg: DictConfig | dict, registries=None) -> list[Problem]:
     """Every missing or wrong official file the recipe refers to (empty when all are in place).
 
     Args:
         cfg: A loaded recipe (interpolations such as ``${oc.env:COGVIDEO_WEIGHTS,...}`` resolved).
+        registries: Where the components' declared files are looked up (default: the loaded
+            plugins' registries).
     """
-    from cogframe.plugins.icetk import ICETK_IMAGE_FILE, ICETK_TEXT_FILE, missing_file_message
+    if registries is None:
+        from cogframe.plugins import get_registries
 
+        registries = get_registries()
     tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
     problems: list[Problem] = []
     for where, node in _walk(tree):
@@ -84,26 +102,20 @@ def check_official_files(cfg: DictConfig | dict) -> list[Problem]:
         if where.split(".")[-1] == "model" and node.get("weights"):
             problem = _weights_problem(where, node)
             problems += [problem] if problem else []
-        elif name == "icetk" and node.get("path") and not Path(str(node["path"])).is_file():
-            problems.append(Problem(f"{where}.path", missing_file_message(node["path"], ICETK_IMAGE_FILE), ""))
-        elif name == "icetk_text" and node.get("model_path") and not Path(str(node["model_path"])).is_file():
-            problems.append(Problem(f"{where}.model_path",
-                                    missing_file_message(node["model_path"], ICETK_TEXT_FILE), ""))
-        elif name == "cluster" and node.get("clusters") and not Path(str(node["clusters"])).is_file():
-            problems.append(Problem(
-                f"{where}.clusters", f"{node['clusters']} does not exist",
-                "copy cluster_label2.npy (20000 image ids -> 500 clusters) from the CogVideo GitHub "
-                "repository (THUDM/CogVideo, branch CogVideo, top folder), or drop `clusters` to cluster "
-                "the icetk codebook with k-means instead"))
+        elif isinstance(name, str):
+            for keyword, hint in declared_files(registries, name).items():
+                value = node.get(keyword)
+                if value and not Path(str(value)).expanduser().exists():
+                    problems.append(Problem(f"{where}.{keyword}", f"{value} does not exist", str(hint)))
     return problems
 
 
-def require_official_files(cfg: DictConfig | dict, *, source: str = "recipe") -> None:
+def require_official_files(cfg: DictConfig | dict, registries=None, *, source: str = "recipe") -> None:
     """Raises one ConfigError listing every problem of :func:`check_official_files`.
 
     Raises:
         ConfigError: Some file is missing or wrong.
     """
-    problems = check_official_files(cfg)
+    problems = check_official_files(cfg, registries)
     if problems:
         raise problems_error(f"{source} needs files that are not in place", problems)

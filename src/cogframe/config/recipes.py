@@ -124,7 +124,7 @@ def list_recipes() -> list[tuple[str, str, Path]]:
     for name, path in sorted(_recipe_index().items()):
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             raw = None  # listed anyway; loading it reports the problem with its line number
         description = raw.get("description", "") if isinstance(raw, dict) else ""
         out.append((name, str(description or ""), path))
@@ -173,6 +173,11 @@ def _read_yaml(path: Path) -> DictConfig:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read recipe {path}: {exc.strerror}: check the path and its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not valid "
+            "UTF-8): save the recipe as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{path}: {exc}: fix that key in the file") from None
     if not isinstance(cfg, DictConfig):
@@ -214,12 +219,27 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
     return merged
 
 
+def _task_slots(cfg: DictConfig) -> tuple[dict[str, str] | None, tuple[str, ...]]:
+    """The component slots of the recipe's task, so overrides can swap components (None: unknown task)."""
+    task = cfg.get("task") if not OmegaConf.is_missing(cfg, "task") else None
+    if not isinstance(task, str):
+        return None, ()
+    from cogframe.plugins import get_registries  # here, not at import: plain loading needs no plugins
+
+    registries = get_registries()
+    if task not in registries.names("task"):
+        return None, ()  # validation names the unknown task; overrides fall back to `name:` mappings
+    obj = registries.get("task", task).obj
+    return dict(getattr(obj, "slots", None) or {}), tuple(getattr(obj, "list_slots", ()))
+
+
 def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> DictConfig:
     """Loads a recipe with its ``base:`` chain, applies overrides and resolves interpolations.
 
     Args:
         name_or_path: A recipe name (``tiny/stage1``) or a path to a YAML file.
-        overrides: ``key.sub=value`` tokens; ``+key=value`` adds a key the recipe lacks.
+        overrides: ``key.sub=value`` tokens; ``+key=value`` adds a key the recipe lacks, ``~key``
+            deletes one, ``slot=NAME`` swaps a component (:mod:`cogframe.config.overrides`).
 
     Returns:
         The resolved recipe, without the ``base`` key.
@@ -229,7 +249,10 @@ def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Dict
             override, or an interpolation that cannot be resolved.
     """
     cfg = _load_with_bases(find_recipe(name_or_path), ())
-    apply_overrides(cfg, overrides)
+    overrides = list(overrides)
+    if overrides:
+        slots, list_slots = _task_slots(cfg)
+        apply_overrides(cfg, overrides, slots=slots, list_slots=list_slots)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:

@@ -32,11 +32,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.frame_rate",
     "cogframe.plugins.task_train_text_tokenizer",
     "cogframe.plugins.task_train_vqvae",
+    "cogframe.plugins.task_train_video_classifier",
     "cogframe.plugins.task_export_dataset",
     "cogframe.plugins.task_prepare",
     "cogframe.plugins.icetk",
     "cogframe.plugins.token_samplers",
-    "cogframe.plugins.interpolators",
+    "cogframe.plugins.stages",
     "cogframe.plugins.task_sample",
 )
 

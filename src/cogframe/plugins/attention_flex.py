@@ -25,21 +25,12 @@ from cogframe.core.model.attention import check_attention_inputs, default_scale
 from cogframe.core.model.masks import MaskSpec
 from cogframe.errors import ConfigError, ShapeError, UnavailableError
 from cogframe.hookspecs import hookimpl
+from cogframe.plugins._availability import flex_unavailable_reason
 from cogframe.registry import Capabilities, component
 
 __all__ = ["FlexAttention", "flex_unavailable_reason"]
 
 _COMPILED = None
-
-
-def flex_unavailable_reason() -> str | None:
-    """None when this torch has flex_attention, else why not and how to fix it."""
-    try:
-        from torch.nn.attention import flex_attention  # noqa: F401
-    except ImportError:
-        return (f"torch {torch.__version__} has no torch.nn.attention.flex_attention (it needs "
-                "torch >= 2.5): upgrade torch, or use the sdpa or swin3d attention")
-    return None
 
 
 def _flex_functions(compiled: bool):
@@ -76,8 +67,9 @@ def _bounded(mod, q_len: int, kv_len: int):
     available=flex_unavailable_reason,
     capabilities=Capabilities(
         devices=("cpu", "cuda"), dtypes=("float32", "float64", "bfloat16", "float16"),
-        backward=False, masks=None,
-        extra={"backward_devices": ("cuda",), "dropout": False, "compile": "optional"},
+        # torch's flex_attention has no CPU backward: training on CPU is refused at build time.
+        backward=("cuda",), masks=None,
+        extra={"dropout": False, "compile": "optional"},
     ),
 )
 class FlexAttention:

@@ -1,10 +1,10 @@
-"""3D shifted-window attention (spec §4), computed window by window.
+"""3D shifted-window attention (arXiv 2205.15868, Sec. 3.2), computed window by window.
 
 The temporal channel of CogVideo's interpolation model attends inside ``(rows, cols)`` windows
 that span every frame, shifted by half a window on odd layers. Its dense mask is mostly False: at
 20x20 tokens and 10x10 windows a frame query can see a quarter of the frame keys at most. This
 backend never builds the ``S x S`` mask; it gathers each window's queries and keys (plus the text
-keys, joined into the same softmax as spec §3 requires) and runs one fused
+keys, joined into the same softmax, as the release's ``attention_localframe_and_text``) and runs one fused
 ``scaled_dot_product_attention`` over all windows, so time and memory are
 ``O(frame tokens x (text + frames x window area))`` instead of ``O(S^2)``.
 
@@ -23,7 +23,7 @@ from cogframe.core.model.attention import check_attention_inputs, default_scale,
 from cogframe.core.model.masks import MaskSpec
 from cogframe.errors import ShapeError
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._window_plan import WindowPlan, build_plan
+from cogframe.plugins._swin3d_windows import WindowPartition, build_partition
 from cogframe.registry import Capabilities, component
 
 __all__ = ["Swin3dAttention"]
@@ -55,16 +55,16 @@ class Swin3dAttention:
     predicate evaluation plus a K/V copy of the same order as the attention it would save.
 
     Args:
-        cache_size: How many window plans (index tables plus the per-window mask) to keep. A model
+        cache_size: How many window partitions (index tables plus the per-window mask) to keep. A model
             calls the same mask in every layer of one parity, so two entries serve a whole forward;
-            0 rebuilds the plan on every call.
+            0 rebuilds the partition on every call.
     """
 
     def __init__(self, cache_size: int = 4):
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.cache_size = cache_size
-        self._plans: OrderedDict[tuple, WindowPlan | None] = OrderedDict()
+        self._plans: OrderedDict[tuple, WindowPartition | None] = OrderedDict()
 
     def __call__(self, q, k, v, mask: MaskSpec, q_slots, k_slots, text_valid=None, *,
                  scale=None, dropout_p=0.0, text_bias=0.0):
@@ -78,7 +78,7 @@ class Swin3dAttention:
         return _window_attention(q, k, v, plan, mask, q_slots, k_slots, text_valid, scale=scale,
                                  dropout_p=dropout_p, text_bias=text_bias)
 
-    def _plan(self, mask, q_slots, k_slots, dtype, device, text_bias) -> WindowPlan | None:
+    def _plan(self, mask, q_slots, k_slots, dtype, device, text_bias) -> WindowPartition | None:
         if mask.window is None or not mask.is_temporal:
             return None  # skip hashing the slot tables for calls that can never be windowed
         key = (mask, dtype, str(device), text_bias, q_slots.cpu().numpy().tobytes(),
@@ -86,7 +86,7 @@ class Swin3dAttention:
         if key in self._plans:
             self._plans.move_to_end(key)
             return self._plans[key]
-        plan = build_plan(mask, q_slots, k_slots, dtype, device, text_bias)
+        plan = build_partition(mask, q_slots, k_slots, dtype, device, text_bias)
         if self.cache_size:
             self._plans[key] = plan
             while len(self._plans) > self.cache_size:
@@ -107,7 +107,7 @@ def _shared_text_valid(mask: MaskSpec, text_valid, batch: int, device) -> torch.
     return None
 
 
-def _keys_and_bias(plan: WindowPlan, mask: MaskSpec, k_slots, text_valid, batch: int):
+def _keys_and_bias(plan: WindowPartition, mask: MaskSpec, k_slots, text_valid, batch: int):
     """Rows of k/v to gather per window, the additive mask, and whether the batch shares it.
 
     Shared padding (one sample, or identical rows): padded text keys are simply not gathered,
@@ -148,7 +148,7 @@ def _from_windows(t: torch.Tensor, batch: int, fold_batch_into_heads: bool) -> t
     return t.reshape(batch, t.shape[1], -1, dim)
 
 
-def _window_attention(q, k, v, plan: WindowPlan, mask, q_slots, k_slots, text_valid, *, scale,
+def _window_attention(q, k, v, plan: WindowPartition, mask, q_slots, k_slots, text_valid, *, scale,
                       dropout_p, text_bias):
     """Per-window attention of the frame queries plus dense text-only attention of text queries."""
     batch, heads, _, dim = q.shape
@@ -165,7 +165,7 @@ def _window_attention(q, k, v, plan: WindowPlan, mask, q_slots, k_slots, text_va
         attn_mask=bias, dropout_p=dropout_p, scale=scale)
     out = _from_windows(out, batch, shared)
     if plan.text_q_rows.numel():
-        # Text queries see only text (spec §3): a small dense problem over the text keys.
+        # Text queries see only text (the release's text rows): a small dense problem over the text keys.
         text_mask = dense_bias(mask, q_slots[plan.text_q_rows], k_slots[plan.text_k_rows],
                                text_valid, dtype=q.dtype, text_bias=text_bias)
         out_text = F.scaled_dot_product_attention(

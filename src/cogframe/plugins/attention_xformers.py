@@ -14,37 +14,18 @@ The mask becomes an xformers attention bias (:func:`build_attn_bias`):
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_bias
 from cogframe.core.model.masks import FrameRule, MaskSpec
 from cogframe.errors import UnavailableError
 from cogframe.hookspecs import hookimpl
+from cogframe.plugins._availability import xformers_unavailable_reason
 from cogframe.registry import Capabilities, component
 
 __all__ = ["TensorAttnBias", "XformersAttention", "build_attn_bias", "xformers_unavailable_reason"]
 
 _ALIGN = 8  # xformers wants bias rows whose stride is a multiple of 8 elements
-
-
-def xformers_unavailable_reason() -> str | None:
-    """None when xformers can run here, else why not and how to fix it."""
-    if importlib.util.find_spec("xformers") is None:
-        return "xformers is not installed (pip install 'cogframe[xformers]')"
-    if not torch.cuda.is_available():
-        return "xformers needs a CUDA device; none is available"
-    try:
-        import xformers
-        import xformers.ops  # noqa: F401
-    except Exception as exc:  # a broken install must show up as a reason, not a crash
-        return (f"xformers is installed but failed to import ({type(exc).__name__}: {exc}): "
-                "reinstall the xformers build that matches your torch")
-    if not getattr(xformers, "_has_cpp_library", True):
-        return (f"xformers {xformers.__version__} has no compiled kernels for torch "
-                f"{torch.__version__}: install the xformers build that matches your torch")
-    return None
 
 
 class TensorAttnBias:

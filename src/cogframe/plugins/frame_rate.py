@@ -1,7 +1,8 @@
 """Frame-rate samplers (kind ``frame_rate_sampler``): which rate, and which 5 frames, per clip.
 
-* ``lowest_fps`` — CogVideo's stage-1 rule (spec §5): the lowest rate of a predefined set that still
-  yields 5 frames, so one sample covers as much of the described action as possible.
+* ``lowest_fps`` — CogVideo's stage-1 rule (arXiv 2205.15868, Sec. 3.1): the lowest rate of a
+  predefined set that still yields 5 frames, so one sample covers as much of the described action
+  as possible. The default set is cogframe's choice (``DEFAULT_RATES``); the paper does not list it.
 * ``fixed_fps`` — always one rate (e.g. the 1 fps of the stage-1 fine-tune).
 * ``random_fps`` — uniform over the rates of a set that the clip supports.
 * ``interpolation_windows`` — stage 2: one of 2/4/8 fps that the clip supports, a 5-frame window
@@ -17,6 +18,8 @@ from typing import Sequence
 
 from cogframe.core.io.frame_rate import (
     DEFAULT_PREFIX_FORMAT,
+    DEFAULT_RATES,
+    INTERPOLATION_RATES,
     FrameRateChoice,
     duration_prefix,
     frame_indices,
@@ -29,9 +32,6 @@ from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
 
 __all__ = ["FixedFps", "InterpolationWindows", "LowestFps", "RandomFps", "SingleFrame"]
-
-PAPER_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-INTERPOLATION_RATES = (2.0, 4.0, 8.0)
 
 
 class _RateSetSampler:
@@ -83,12 +83,14 @@ class LowestFps(_RateSetSampler):
     """Picks the LOWEST rate of ``rates`` whose 5 frames fit in the clip, from a random start.
 
     Args:
-        rates: The predefined rate set (frames per second).
+        rates: The predefined rate set (frames per second); default ``DEFAULT_RATES``,
+            cogframe's choice of powers of two from 0.25 to 8 fps (the paper does not list its set).
         frames: Frames per sample.
-        prefix_format: ``str.format`` pattern for the duration prefix (spec: ``"{:.1f}秒"``).
+        prefix_format: ``str.format`` pattern for the duration prefix (the release writes
+            ``"{:.1f}秒"``, cogvideo_pipeline.py).
     """
 
-    def __init__(self, rates: Sequence[float] = PAPER_RATES, frames: int = 5,
+    def __init__(self, rates: Sequence[float] = DEFAULT_RATES, frames: int = 5,
                  prefix_format: str = DEFAULT_PREFIX_FORMAT) -> None:
         super().__init__(rates, frames, prefix_format)
 
@@ -122,12 +124,12 @@ class RandomFps(_RateSetSampler):
     """Picks uniformly among the rates of ``rates`` that the clip supports.
 
     Args:
-        rates: Candidate rates (frames per second).
+        rates: Candidate rates (frames per second); default ``DEFAULT_RATES`` (cogframe's choice).
         frames: Frames per sample.
         prefix_format: ``str.format`` pattern for the duration prefix.
     """
 
-    def __init__(self, rates: Sequence[float] = PAPER_RATES, frames: int = 5,
+    def __init__(self, rates: Sequence[float] = DEFAULT_RATES, frames: int = 5,
                  prefix_format: str = DEFAULT_PREFIX_FORMAT) -> None:
         super().__init__(rates, frames, prefix_format)
 
@@ -161,7 +163,8 @@ class SingleFrame:
     """Text-to-image samples from video clips: a uniformly random frame, captioned without prefix.
 
     CogView2-style pretraining sees images and captions only; the duration prefix belongs to the
-    video stages (and the released first-frame prompt has none either, spec §2.2).
+    video stages (and the released first-frame prompt has none either: it is the caption plus
+    " 高清摄影", cogvideo_pipeline.py).
     """
 
     def __call__(self, num_frames: int, native_fps: float, rng: random.Random) -> FrameRateChoice:

@@ -1,4 +1,4 @@
-"""icetk, the tokenizer of CogView2 and CogVideo (spec §10): ``icetk`` and ``icetk_text``.
+"""icetk, the tokenizer of CogView2 and CogVideo (THUDM/icetk): ``icetk`` and ``icetk_text``.
 
 * ``image_tokenizer`` ``icetk`` (:class:`IceImageTokenizer`): the hierarchical VQ-VAE of
   ``ice_image.pt``. Frames in [0, 1] <-> token grids at ``compress_rate`` 4, 8 (CogVideo:
@@ -23,18 +23,17 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cogframe.core.model.icetk_vqvae import HVQVAE
+from cogframe.core.weights.icetk_files import ICETK_IMAGE_FILE, ICETK_TEXT_FILE, missing_file_message
 from cogframe.core.weights.safe_load import safe_torch_load
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._icetk_vqvae import HVQVAE
 from cogframe.plugins.tokenizer_sentencepiece import SentencePieceTokenizer
 from cogframe.registry import Capabilities, component
 
 __all__ = ["IceImageTokenizer", "icetk_text_tokenizer", "ICETK_IMAGE_FILE", "ICETK_TEXT_FILE",
            "ICETK_SPECIAL_TOKENS", "ICETK_NUM_IMAGE_TOKENS", "missing_file_message"]
 
-ICETK_IMAGE_FILE = "ice_image.pt"
-ICETK_TEXT_FILE = "ice_text.model"
 ICETK_NUM_IMAGE_TOKENS = 20000
 ICETK_SPECIAL_TOKENS = ("<start_of_image>", "<start_of_english>", "<start_of_chinese>")
 MEAN = (0.79093, 0.76271, 0.75340)
@@ -42,19 +41,18 @@ STD = (0.30379, 0.32279, 0.32800)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def missing_file_message(path: str | Path, file_name: str) -> str:
-    """Why ``path`` is needed and where a user gets it (one paragraph)."""
-    return (f"{file_name} not found at {path}. It is part of icetk, the CogView2/CogVideo tokenizer: "
-            f"`pip install icetk`, then run `from icetk import icetk` and use the tokenizer once (e.g. "
-            f"icetk.encode('hi') for the text model, icetk.encode(image_path=...) for the image model); "
-            f"icetk downloads {file_name} into ~/.icetk_models/ from Tsinghua University's cloud storage "
-            f"(the link is in icetk's utils.py). Copy the file to {path} or point the recipe at it. "
-            "cogframe itself never downloads.")
+def _where_to_get(file_name: str) -> str:
+    """How a user gets an icetk file (declared to the registry; config/official_weights.py reads it)."""
+    return (f"{file_name} is part of icetk, the CogView2/CogVideo tokenizer: `pip install icetk`, run `from "
+            "icetk import icetk` and use the tokenizer once; icetk downloads it into ~/.icetk_models/ from "
+            "Tsinghua University's cloud storage (the link is in icetk's utils.py). Copy it to that path or "
+            "point the recipe at it; cogframe itself never downloads")
 
 
 @component("image_tokenizer", "icetk",
            description="icetk's hierarchical VQ-VAE (ice_image.pt): frames <-> 20000-code token grids.",
-           capabilities=Capabilities(devices=("cpu", "cuda"), dtypes=("float32", "bfloat16", "float16")))
+           capabilities=Capabilities(devices=("cpu", "cuda"), dtypes=("float32", "bfloat16", "float16"),
+                                     extra={"files": {"path": _where_to_get(ICETK_IMAGE_FILE)}}))
 class IceImageTokenizer(HVQVAE):
     """icetk's image tokenizer: ``[N, 3, H, W]`` frames in [0, 1] <-> ``[N, H/r, W/r]`` code grids.
 
@@ -177,9 +175,11 @@ class IceImageTokenizer(HVQVAE):
 
 
 @component("text_tokenizer", "icetk_text",
-           description="icetk's ice_text.model: sentencepiece ids + 20000, icetk's special tokens appended.")
+           description="icetk's ice_text.model: sentencepiece ids + 20000, icetk's special tokens appended.",
+           capabilities=Capabilities(extra={"files": {"model_path": _where_to_get(ICETK_TEXT_FILE)}}))
 def icetk_text_tokenizer(model_path: str, truncate: bool = False) -> SentencePieceTokenizer:
-    """The ``sentencepiece`` tokenizer configured as icetk (spec §1.3, §10.2).
+    """The ``sentencepiece`` tokenizer configured as icetk (THUDM/icetk ice_tokenizer.py,
+    text_tokenizer.py).
 
     Text id = piece id + 20000 (image ids come first); ``<start_of_image>`` is BOI,
     ``<start_of_english>`` and ``<start_of_chinese>`` follow it, all appended after the model's

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from cogframe.core.io.atomic import atomic_write_text
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
 
@@ -64,27 +65,67 @@ class StdoutLogger:
 
 @component("logger", "jsonl")
 class JsonlLogger:
-    """Appends one JSON object per record to a file (`{"step": 10, "loss": 0.12}`), flushed each time."""
+    """Appends one JSON object per record to a file (`{"step": 10, "loss": 0.12}`), flushed each time.
+
+    The file holds ONE run's history. When this logger writes its first record, at step ``s``,
+    records an earlier run left at step ``s`` or later are dropped first (the file is rewritten
+    atomically, and a note on stderr says how many): a resumed run continues the history of the
+    checkpoint it resumed from without repeating the steps logged after it, and a run started
+    over (``overwrite=true``) starts a fresh file. A half-written last line of a killed run is
+    dropped the same way. Records of earlier steps are kept, so resuming never loses them.
+    """
 
     def __init__(self, path: str) -> None:
-        """Opens ``path`` for appending.
+        """Remembers ``path``; the file is opened by the first :meth:`log`.
 
         Args:
             path: The file to append to; missing parent folders are created.
         """
         self.path = Path(path)
+        self._file = None
+        self._closed = False
+
+    def _open(self, first_step: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            kept, dropped, broken = [], 0, 0
+            for line in text.splitlines(keepends=True):
+                try:
+                    record = json.loads(line)
+                    step = int(record["step"])
+                except (ValueError, KeyError, TypeError):
+                    broken += 1  # a torn line of a killed run (or not ours): not a record
+                    continue
+                if step >= first_step:
+                    dropped += 1
+                else:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            if dropped or broken:
+                atomic_write_text(self.path, "".join(kept))
+                what = [f"{dropped} record(s) at step >= {first_step}"] if dropped else []
+                what += [f"{broken} unreadable line(s)"] if broken else []
+                print(f"note: jsonl logger: dropped {' and '.join(what)} of an earlier run from {self.path} "
+                      f"(this run logs from step {first_step} on; {len(kept)} earlier record(s) kept).",
+                      file=sys.stderr)
         self._file = self.path.open("a", encoding="utf-8")
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Appends ``{"step": step, **metrics}`` as one line and flushes, so a crash loses nothing."""
+        if self._file is None:
+            if self._closed:
+                raise ValueError(f"jsonl logger for {self.path} is closed; build a new one to log again")
+            self._open(int(step))
         record = {"step": step, **{key: _plain(value) for key, value in metrics.items()}}
         self._file.write(json.dumps(record, default=str) + "\n")
         self._file.flush()
 
     def close(self) -> None:
-        """Closes the file."""
-        self._file.close()
+        """Closes the file (safe to call twice)."""
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _tensorboard_missing() -> str | None:

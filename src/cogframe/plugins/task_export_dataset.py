@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 from tqdm import tqdm
@@ -31,14 +32,41 @@ from tqdm import tqdm
 from cogframe.core.io.atomic import atomic_write_text
 from cogframe.core.io.datasets import iter_clips
 from cogframe.core.io.video import write_video
-from cogframe.errors import ConfigError
+from cogframe.errors import Problem
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._task_helpers import build_split, output_dir, split_names, validate_splits
+from cogframe.plugins._task_helpers import build_split, output_dir, split_names, split_problems, task_settings
 from cogframe.registry import Registries, component
+from cogframe.plugins._run_folder import locks_run_folder
 
 __all__ = ["ExportDatasetTask"]
 
 _FORMATS = ("mp4", "gif", "webm")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The top-level scalar keys of an export_dataset recipe.
+
+    Attributes:
+        output_dir: The folder of ``videos/`` and ``captions.jsonl``.
+        format: Video container: mp4, gif or webm.
+        overwrite: Re-encode files that already exist.
+    """
+
+    output_dir: str
+    format: str = "mp4"
+    overwrite: bool = False
+
+    @property
+    def extension(self) -> str:
+        """``format`` without case or a leading dot (``.MP4`` -> ``mp4``)."""
+        return self.format.lower().lstrip(".")
+
+    def problems(self) -> list[Problem]:
+        """A supported format."""
+        if self.extension not in _FORMATS:
+            return [Problem("format", f"{self.format!r} is not supported", f"use one of {', '.join(_FORMATS)}")]
+        return []
 
 
 @component("task", "export_dataset",
@@ -48,22 +76,19 @@ class ExportDatasetTask:
 
     slots = {"dataset": "dataset"}
 
-    def validate(self, cfg: DictConfig, registries: Registries) -> None:
-        """Checks the split keywords and ``format``."""
-        validate_splits(cfg, registries)
-        self._format(cfg)
+    list_slots = ()
+    sections = {"": ExportSettings}
+    recipe_keys = ("splits",)
 
-    @staticmethod
-    def _format(cfg: DictConfig) -> str:
-        fmt = str(cfg.get("format", "mp4")).lower().lstrip(".")
-        if fmt not in _FORMATS:
-            raise ConfigError(f"export format {fmt!r} is not supported; use one of {', '.join(_FORMATS)}.")
-        return fmt
+    def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
+        """The split keywords (sections and slots: validation)."""
+        return split_problems(cfg, registries)
 
+    @locks_run_folder("output_dir")
     def run(self, cfg: DictConfig, registries: Registries) -> None:
         """Writes the videos, then ``captions.jsonl``."""
-        fmt = self._format(cfg)
-        overwrite = bool(cfg.get("overwrite", False))
+        settings = task_settings(self, cfg, strict=True)[""]  # checked once, by validation
+        fmt, overwrite = settings.extension, settings.overwrite
         out = output_dir(cfg)
         records, written, kept = [], 0, 0
         for split in split_names(cfg):

@@ -32,6 +32,7 @@ import json
 import math
 import random
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,48 @@ from tqdm import tqdm
 from cogframe.core.io.atomic import atomic_write_json, is_temp_file
 from cogframe.core.io.datasets import SkipLog, SkippedEntry
 from cogframe.core.io.token_shards import MANIFEST_FILE, SHARD_FORMAT, SHARD_VERSION, read_marker, shard_name, write_shard
-from cogframe.errors import ConfigError, DataError
+from cogframe.core.training.settings import seed_problem
+from cogframe.errors import ConfigError, DataError, Problem
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._task_helpers import build_split, output_dir, split_names, validate_splits
+from cogframe.plugins._task_helpers import build_split, output_dir, split_names, split_problems, task_settings
 from cogframe.registry import Registries, component
+from cogframe.plugins._run_folder import locks_run_folder
 
 __all__ = ["PrepareTask"]
 
-_SETTINGS = {"text_len": 16, "shard_size": 256, "encode_batch": 256, "overwrite": False, "threads": 0}
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """The top-level scalar keys of a prepare recipe.
+
+    Attributes:
+        output_dir: The shard folder.
+        seed: Seed of every random choice (per split and entry), in [0, 2**63).
+        text_len: Text slots per sample (the model layout's ``text_len``).
+        shard_size: Dataset entries per shard.
+        encode_batch: Frames per image-tokenizer call.
+        overwrite: Replace shards made with other settings instead of refusing.
+        threads: torch CPU threads (0: torch's default).
+    """
+
+    output_dir: str
+    seed: int = 0
+    text_len: int = 16
+    shard_size: int = 256
+    encode_batch: int = 256
+    overwrite: bool = False
+    threads: int = 0
+
+    def problems(self) -> list[Problem]:
+        """Positive sizes, a non-negative thread count, a 64-bit seed."""
+        found = [Problem(key, f"must be a positive integer, got {getattr(self, key)}", f"e.g. {key}=16")
+                 for key in ("text_len", "shard_size", "encode_batch") if getattr(self, key) < 1]
+        if self.threads < 0:
+            found.append(Problem("threads", f"must be >= 0, got {self.threads}", "0 keeps torch's default"))
+        if (problem := seed_problem(self.seed, "seed")) is not None:
+            found.append(problem)
+        return found
 
 
 def _file_stamp(value: Any) -> Any:
@@ -93,27 +128,25 @@ class PrepareTask:
     slots = {"dataset": "dataset", "text_tokenizer": "text_tokenizer", "image_tokenizer": "image_tokenizer",
              "frame_rate_sampler": "frame_rate_sampler"}
 
-    def validate(self, cfg: DictConfig, registries: Registries) -> None:
-        """Checks the split keywords and the numeric settings."""
-        validate_splits(cfg, registries)
+    list_slots = ()
+    sections = {"": PrepareSettings}
+    recipe_keys = ("splits",)
+
+    def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
+        """The split keywords and the components prepare cannot run without."""
+        found = split_problems(cfg, registries)
         for key in ("text_tokenizer", "image_tokenizer", "frame_rate_sampler"):
-            if cfg.get(key) is None:
-                raise ConfigError(f"prepare needs '{key}' in the recipe (a {key} node with a name).")
-        self._settings(cfg)
+            if OmegaConf.select(cfg, key, default=None) is None:
+                found.append(Problem(key, f"is missing: prepare needs a {key} node",
+                                     f"add `{key}: {{name: ...}}` (`cogframe plugins --kind {key}` lists them)"))
+        return found
 
-    @staticmethod
-    def _settings(cfg: DictConfig) -> dict:
-        s = {k: cfg.get(k, default) for k, default in _SETTINGS.items()}
-        for key in ("text_len", "shard_size", "encode_batch"):
-            if not isinstance(s[key], int) or s[key] < 1:
-                raise ConfigError(f"prepare {key} must be a positive integer, got {s[key]!r}.")
-        return s
-
+    @locks_run_folder("output_dir")
     def run(self, cfg: DictConfig, registries: Registries) -> None:
         """Writes the shards of every split, then ``manifest.json``; prints a skipped-entry report."""
-        s = self._settings(cfg)
+        s = asdict(task_settings(self, cfg, strict=True)[""])  # checked once, by validation
         out = output_dir(cfg)
-        seed = int(cfg.get("seed", 0))
+        seed = s["seed"]
         if s["threads"]:
             torch.set_num_threads(int(s["threads"]))
         text_tok = registries.build("text_tokenizer", cfg.text_tokenizer)
@@ -138,7 +171,7 @@ class PrepareTask:
         for split in split_names(cfg):
             dataset = build_split(cfg, registries, split)
             fingerprint = _fingerprint({"dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-                                        "split": OmegaConf.to_container(cfg.get("splits", {}), resolve=True).get(split),
+                                        "split": _node(cfg, "splits").get(split) if cfg.get("splits") is not None else None,
                                         "seed": seed, "text_len": s["text_len"], "shard_size": s["shard_size"],
                                         **manifest["sources"]})
             split_info, log, shape = self._prepare_split(split, dataset, out, fingerprint, seed, s,
@@ -150,8 +183,10 @@ class PrepareTask:
             total = getattr(dataset, "total_entries", len(dataset))
             reports.append(log.summary(f"prepare {split} ({cfg.dataset.name})", total))
         if "num_frames" not in manifest:
-            raise DataError("prepare produced no samples at all (every entry was skipped); see the report above "
-                            "and fix the dataset.")
+            # The report goes into the message: it is the only place the user learns why.
+            raise DataError("prepare produced no samples at all: every entry was skipped. Fix or replace the "
+                            "entries listed below (or point the dataset at another folder):\n"
+                            + "\n".join(reports))
         atomic_write_json(out / MANIFEST_FILE, manifest)
         for report in reports:
             print(report)

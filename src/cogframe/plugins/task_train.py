@@ -7,10 +7,16 @@ Recipe keys (see recipes/tiny/stage1.yaml for a complete one)::
     model: {preset, overrides, attention: {spatial, temporal}, init: {from, freeze_inherited}}
     text_tokenizer: {name: sentencepiece, model_path: ..., id_offset: 256}   # for [BOI] and vocab checks
     data: {shards: runs/tiny/shards_video, train_split: train, val_split: val}
-    train: {steps, batch_size, lr, ..., see core.train.TrainSettings}
+    train: {steps, batch_size, lr, ..., see core.training.settings.TrainSettings}
     distributed: {param_dtype: bfloat16, reduce_dtype: float32}               # FSDP2 under torchrun
+    plan: {devices: [1, 8, 64], micro_batch: 4}                               # read by `cogframe plan`
     loggers: [{name: stdout}, {name: jsonl, path: ...}]
     resume: false
+    overwrite: false
+
+Each section is a dataclass of core/training/settings.py (torch-free, so validation imports no
+torch), checked by the one typed-settings checker (cogframe.config.settings); no other top-level
+key is accepted.
 
 Under ``cogframe run --nproc N`` the same task runs in every process: the model is built on the
 meta device and sharded with FSDP2; rank 0 provides the initial weights.
@@ -18,67 +24,39 @@ meta device and sharded with FSDP2; rank 0 provides the initial weights.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cogframe.errors import ConfigError
+from cogframe.config.settings import read_section
+from cogframe.core.training.settings import (
+    DataSettings,
+    DistributedSettings,
+    PlanSettings,
+    TrainRunSettings,
+    TrainSettings,
+    cuda_device_problem,
+)
+from cogframe.errors import ConfigError, Problem
 from cogframe.hookspecs import hookimpl
 from cogframe.config.model import (
     MISSING_WEIGHTS_FIX,
     MODEL_SLOTS,
+    attention_needs,
     build_model_from_recipe,
     model_config_from_recipe,
 )
+from cogframe.plugins._task_helpers import task_settings
 from cogframe.registry import Registries, component
+from cogframe.plugins._run_folder import locks_run_folder
 
 __all__ = ["TrainTask", "train_settings"]
 
 
 def train_settings(cfg: DictConfig):
-    """The recipe's ``train:`` section as TrainSettings (unknown keys named with the valid ones)."""
-    from cogframe.core.training.loop import TrainSettings
-
-    node = OmegaConf.to_container(cfg.get("train") or {}, resolve=True)
-    known = {f.name for f in dataclasses.fields(TrainSettings)}
-    unknown = sorted(set(node) - known)
-    if unknown:
-        raise ConfigError(f"unknown train keys: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
-    missing = [k for k in ("steps", "batch_size") if k not in node]
-    if missing:
-        raise ConfigError(f"train.{missing[0]} is required (e.g. train.{missing[0]}=8).")
-    _check_types(node, typing.get_type_hints(TrainSettings))
-    return TrainSettings(**node)
-
-
-def _check_types(node: dict, hints: dict) -> None:
-    """Refuse ill-typed train values up front (``train.steps=abc``) with the key and the fix."""
-    for key, value in node.items():
-        hint = hints[key]
-        optional = type(None) in typing.get_args(hint)
-        if value is None:
-            if not optional:
-                raise ConfigError(f"train.{key} cannot be null; give it a value.")
-            continue
-        base = hint
-        if optional:  # `X | None` -> X
-            base = next(a for a in typing.get_args(hint) if a is not type(None))
-        base = typing.get_origin(base) or base  # tuple[float, float] -> tuple
-        ok = {
-            int: isinstance(value, int) and not isinstance(value, bool),
-            float: isinstance(value, (int, float)) and not isinstance(value, bool),
-            bool: isinstance(value, bool),
-            str: isinstance(value, str),
-            tuple: isinstance(value, (list, tuple)),
-        }.get(base, True)
-        if not ok:
-            name = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-                    tuple: "a list"}[base]
-            raise ConfigError(f"train.{key} must be {name}, got {value!r}.")
+    """The recipe's ``train:`` section as a checked TrainSettings (every problem in one error)."""
+    return read_section(TrainSettings, cfg.get("train"), where="train")
 
 
 @component("task", "train", description="Train a text-to-image model or a CogVideo stage from token shards.")
@@ -86,30 +64,46 @@ class TrainTask:
     """Train the recipe's model on prepared token shards."""
 
     slots = {**MODEL_SLOTS, "text_tokenizer": "text_tokenizer", "loggers": "logger"}
+    list_slots = ("loggers",)
+    sections = {"": TrainRunSettings, "train": TrainSettings, "data": DataSettings,
+                "distributed": DistributedSettings, "plan": PlanSettings}
+    recipe_keys = ("model",)
 
-    def validate(self, cfg: DictConfig, registries: Registries) -> None:
-        """Model config, train settings and tokenizer/model vocabulary agreement."""
-        config = model_config_from_recipe(cfg)
-        train_settings(cfg)
-        if OmegaConf.select(cfg, "data.shards") is None:
-            raise ConfigError("the train task needs data.shards: the folder written by a prepare "
-                              "recipe (e.g. `cogframe run tiny/prepare_video`).")
-        if OmegaConf.select(cfg, "output_dir") is None:
-            raise ConfigError("the train task needs output_dir (where checkpoints and the final "
-                              "model.safetensors go).")
+    @staticmethod
+    def capability_needs(cfg: DictConfig) -> dict:
+        """Both attention backends train: backward on ``train.device`` in ``train.dtype``."""
+        return attention_needs(device=OmegaConf.select(cfg, "train.device", default=None),
+                               dtype=OmegaConf.select(cfg, "train.dtype", default=None), training=True)
+
+    def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
+        """The device, the model config, the weights files and the freezing rule (sections and
+        slots are checked by validation); keeps the settings for :meth:`run`."""
+        found: list[Problem] = []
+        if OmegaConf.select(cfg, "text_tokenizer", default=None) is None:
+            found.append(Problem("text_tokenizer", "is missing (the tokenizer that wrote the shards' text ids)",
+                                 "add e.g. `text_tokenizer: {name: sentencepiece, model_path: FILE, id_offset: 256}`"))
+        sections = task_settings(self, cfg)
+        if sections is not None:
+            problem = cuda_device_problem(sections["train"].device, "train.device")
+            found += [problem] if problem is not None else []
+        try:
+            config = model_config_from_recipe(cfg)
+        except ConfigError as exc:
+            return found + [Problem("model", str(exc), "")]
         for key in ("model.init.from", "model.weights"):
             path = OmegaConf.select(cfg, key)
             if path and not Path(str(path)).exists():
-                raise ConfigError(f"{key} is {path}, which does not exist yet. {MISSING_WEIGHTS_FIX}")
-        if config.has_temporal_channel and not OmegaConf.select(cfg, "model.init.from"):
-            init = OmegaConf.select(cfg, "model.init.freeze_inherited", default=True)
-            if init:
-                raise ConfigError(
-                    "model.init.from is empty but model.init.freeze_inherited is true: a video "
-                    "stage would freeze a random backbone. Inherit a text-to-image model "
-                    "(model.init.from=...) or train from scratch with "
-                    "model.init.freeze_inherited=false.")
+                found.append(Problem(key, f"is {path}, which does not exist yet", MISSING_WEIGHTS_FIX))
+        if config.has_temporal_channel and not OmegaConf.select(cfg, "model.init.from") \
+                and OmegaConf.select(cfg, "model.init.freeze_inherited", default=True):
+            found.append(Problem(
+                "model.init.freeze_inherited",
+                "is true but model.init.from is empty: a video stage would freeze a random backbone",
+                "inherit a text-to-image model (model.init.from=...) or train from scratch with "
+                "model.init.freeze_inherited=false"))
+        return found
 
+    @locks_run_folder("output_dir")
     def run(self, cfg: DictConfig, registries: Registries) -> None:
         """Build data, model, loggers and context, then call core.train.train."""
         from cogframe.core.training.batches import StepBatches
@@ -117,30 +111,34 @@ class TrainTask:
         from cogframe.core.io.token_shards import ShardDataset
         from cogframe.core.training.loop import train
 
-        settings = train_settings(cfg)
+        import torch  # here, not at the top: validating a train recipe imports no torch
+
+        # Built once: the settings validation checked (same task instance), else read here.
+        sections = task_settings(self, cfg, strict=True)
+        settings, data_cfg, dist_cfg = sections["train"], sections["data"], sections["distributed"]
         config = model_config_from_recipe(cfg)
         self._check_output_dir(cfg)
         tokenizer = registries.build("text_tokenizer", cfg.text_tokenizer)
         self._check_agreement(config, tokenizer, cfg)
-        dist_cfg = cfg.get("distributed") or {}
-        ctx = DistributedContext.from_environment(
-            settings.device, dist_cfg.get("param_dtype", "bfloat16"),
-            dist_cfg.get("reduce_dtype", "float32"))
+        ctx = DistributedContext.from_environment(settings.device, dist_cfg.param_dtype, dist_cfg.reduce_dtype)
         if ctx.device.type == "cpu" and "COGFRAME_THREADS" in os.environ:
             torch.set_num_threads(int(os.environ["COGFRAME_THREADS"]))
         torch.manual_seed(settings.seed)
+        # The attention backends must declare backward on this device (flex has none on CPU):
+        # refused here, before the first step, not midway.
+        run_needs = {"run_device": ctx.device.type, "dtype": settings.dtype, "training": True}
         if ctx.distributed:
             # Build the real weights once on rank 0; every rank shards a meta-device copy.
             if ctx.is_main:
-                ctx.initial_state = build_model_from_recipe(cfg, registries).state_dict()
+                ctx.initial_state = build_model_from_recipe(cfg, registries, **run_needs).state_dict()
             # The meta model is frozen by the same recipe rule as the materialised one.
-            model = build_model_from_recipe(cfg, registries, device="meta")
+            model = build_model_from_recipe(cfg, registries, device="meta", **run_needs)
         else:
-            model = build_model_from_recipe(cfg, registries)
-        shards = Path(str(cfg.data.shards))
-        data = ShardDataset(shards, str(cfg.data.get("train_split", "train")))
+            model = build_model_from_recipe(cfg, registries, **run_needs)
+        shards = Path(data_cfg.shards)
+        data = ShardDataset(shards, data_cfg.train_split)
         self._check_shards(config, data, shards)
-        val_split = cfg.data.get("val_split", "val")
+        val_split = data_cfg.val_split
         val = None
         if val_split and settings.eval_every:
             val = StepBatches(ShardDataset(shards, str(val_split)), settings.batch_size,
@@ -150,7 +148,7 @@ class TrainTask:
             model, settings, StepBatches(data, settings.batch_size, grad_accum=settings.grad_accum,
                                          seed=settings.seed),
             boi_id=tokenizer.boi_id, run_dir=str(cfg.output_dir), val_data=val, loggers=loggers,
-            recipe=OmegaConf.to_container(cfg, resolve=True), resume=bool(cfg.get("resume", False)),
+            recipe=OmegaConf.to_container(cfg, resolve=True), resume=sections[""].resume,
             ctx=ctx,
         )
         ctx.print(f"finished at step {result.step}: train loss {result.train_loss:.4f}"

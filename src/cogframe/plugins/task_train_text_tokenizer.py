@@ -16,22 +16,92 @@ Recipe keys::
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict, dataclass, field
 
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cogframe.core.io.atomic import atomic_write_json, atomic_write_text
 from cogframe.core.io.datasets import iter_clips
-from cogframe.core.io.frame_rate import DEFAULT_PREFIX_FORMAT, duration_prefix, normalize_rates
-from cogframe.errors import ConfigError
+from cogframe.core.io.frame_rate import DEFAULT_PREFIX_FORMAT, DEFAULT_RATES, duration_prefix, normalize_rates
+from cogframe.errors import ConfigError, Problem
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._task_helpers import build_split, output_dir, section, split_names, validate_splits
+from cogframe.plugins._task_helpers import build_split, output_dir, split_names, split_problems, task_settings
 from cogframe.plugins.tokenizer_sentencepiece import SentencePieceTokenizer
 from cogframe.registry import Registries, component
+from cogframe.plugins._run_folder import locks_run_folder
 
 __all__ = ["TrainTextTokenizerTask"]
 
-_PAPER_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    """The ``corpus:`` section: which frame-rate prefixes join the captions.
+
+    Attributes:
+        prefix_rates: Frame rates whose duration prefix gets one corpus line per clip.
+        frames: Frames a prefix's duration spans (5 key frames: 4 gaps).
+        prefix_format: Format of a duration in seconds, e.g. ``"{:.1f}s"``.
+    """
+
+    prefix_rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
+    frames: int = 5
+    prefix_format: str = DEFAULT_PREFIX_FORMAT
+
+    def problems(self) -> list[Problem]:
+        """Positive rates, at least 2 frames, a format that formats a number."""
+        found = []
+        try:
+            normalize_rates(self.prefix_rates, "prefix_rates")
+        except ConfigError as exc:
+            found.append(Problem("prefix_rates", str(exc).rstrip("."), "e.g. [0.25, 0.5, 1, 2, 4, 8]"))
+        if self.frames < 2:
+            found.append(Problem("frames", f"must be >= 2, got {self.frames}", "e.g. 5 (the key frames)"))
+        try:
+            self.prefix_format.format(4.0)
+        except (IndexError, KeyError, ValueError) as exc:
+            found.append(Problem("prefix_format", f"cannot format a duration ({exc})", 'e.g. "{:.1f}s"'))
+        return found
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """The ``tokenizer:`` section: SentencePiece training options.
+
+    Attributes:
+        vocab_size: Target number of pieces (>= 8).
+        model_type: ``bpe``, ``unigram``, ``char`` or ``word``.
+        character_coverage: Share of characters covered by pieces, in (0, 1].
+        seed: SentencePiece's seed.
+    """
+
+    vocab_size: int = 128
+    model_type: str = "bpe"
+    character_coverage: float = 1.0
+    seed: int = 0
+
+    def problems(self) -> list[Problem]:
+        """A usable vocabulary size, model type and coverage."""
+        found = []
+        if self.vocab_size < 8:
+            found.append(Problem("vocab_size", f"must be >= 8, got {self.vocab_size}", "e.g. 128"))
+        if self.model_type not in ("bpe", "unigram", "char", "word"):
+            found.append(Problem("model_type", f"must be bpe, unigram, char or word, got {self.model_type!r}",
+                                 "bpe suits tiny corpora"))
+        if not 0 < self.character_coverage <= 1:
+            found.append(Problem("character_coverage", f"must be in (0, 1], got {self.character_coverage}",
+                                 "1.0 keeps every character"))
+        if not 0 <= self.seed < 2**31:
+            found.append(Problem("seed", f"must be in 0 .. 2**31-1, got {self.seed}", "e.g. 0"))
+        return found
+
+
+@dataclass(frozen=True)
+class TextTokenizerRunSettings:
+    """The top-level scalar keys: ``output_dir`` (corpus.txt, tokenizer.model, summary.json)."""
+
+    output_dir: str
 
 
 @component("task", "train_text_tokenizer",
@@ -41,26 +111,21 @@ class TrainTextTokenizerTask:
 
     slots = {"dataset": "dataset"}
 
-    def validate(self, cfg: DictConfig, registries: Registries) -> None:
-        """Checks the split keywords and the corpus/tokenizer settings."""
-        validate_splits(cfg, registries)
-        self._settings(cfg)
+    list_slots = ()
+    sections = {"": TextTokenizerRunSettings, "corpus": CorpusSettings, "tokenizer": TokenizerSettings}
+    recipe_keys = ("splits",)
 
-    @staticmethod
-    def _settings(cfg: DictConfig) -> tuple[tuple[float, ...], int, str, dict]:
-        corpus, tokenizer = section(cfg, "corpus"), section(cfg, "tokenizer")
-        unknown = (set(corpus) - {"prefix_rates", "frames", "prefix_format"},
-                   set(tokenizer) - {"vocab_size", "model_type", "character_coverage", "seed"})
-        if unknown[0] or unknown[1]:
-            raise ConfigError(f"unknown keys corpus.{sorted(unknown[0])} / tokenizer.{sorted(unknown[1])}; corpus "
-                              "takes prefix_rates, frames, prefix_format and tokenizer takes vocab_size, "
-                              "model_type, character_coverage, seed.")
-        rates = normalize_rates(corpus.get("prefix_rates", _PAPER_RATES), "corpus.prefix_rates")
-        frames = int(corpus.get("frames", 5))
-        fmt = str(corpus.get("prefix_format", DEFAULT_PREFIX_FORMAT))
-        tokenizer.setdefault("vocab_size", 128)
-        return rates, frames, fmt, tokenizer
+    def problems(self, cfg: DictConfig, registries: Registries) -> list:
+        """The split keywords (sections and slots: validation)."""
+        return split_problems(cfg, registries)
 
+    def _settings(self, cfg: DictConfig) -> tuple[tuple[float, ...], int, str, dict]:
+        sections = task_settings(self, cfg, strict=True)  # checked once, by validation
+        corpus = sections["corpus"]
+        rates = normalize_rates(corpus.prefix_rates, "corpus.prefix_rates")
+        return rates, corpus.frames, corpus.prefix_format, asdict(sections["tokenizer"])
+
+    @locks_run_folder("output_dir")
     def run(self, cfg: DictConfig, registries: Registries) -> None:
         """Writes the corpus and trains ``<output_dir>/tokenizer.model``."""
         rates, frames, fmt, tok_cfg = self._settings(cfg)

@@ -22,32 +22,86 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from cogframe.core.io.atomic import atomic_write_json
 from cogframe.core.io.datasets import iter_clips
 from cogframe.core.io.video import contact_sheet
-from cogframe.errors import ConfigError, DataError
+from cogframe.errors import ConfigError, DataError, Problem
 from cogframe.hookspecs import hookimpl
+from cogframe.core.training.settings import seed_problem
 from cogframe.plugins._task_helpers import (
     build_split,
     output_dir,
-    section,
     seed_everything,
     split_names,
-    validate_splits,
+    split_problems,
+    task_settings,
 )
 from cogframe.registry import Registries, component
+from cogframe.plugins._run_folder import locks_run_folder
 
 __all__ = ["TrainVQVAETask", "psnr"]
 
-_TRAIN_DEFAULTS = {"steps": 2000, "batch_size": 32, "lr": 1e-3, "min_lr_ratio": 0.1, "log_every": 100,
-                   "threads": 0, "eval_batch_size": 256}
+
+
+@dataclass(frozen=True)
+class VQVAETrainSettings:
+    """The ``train:`` section of a train_vqvae recipe.
+
+    Attributes:
+        steps: Adam steps (>= 1).
+        batch_size: Frames per step (>= 1).
+        lr: Peak learning rate (> 0).
+        min_lr_ratio: Cosine floor as a fraction of ``lr``, in [0, 1].
+        log_every: Log losses every N steps (>= 1).
+        threads: torch CPU threads (0: torch's default).
+        eval_batch_size: Frames per batch of the held-out evaluation (>= 1).
+    """
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    log_every: int = 100
+    threads: int = 0
+    eval_batch_size: int = 256
+
+    def problems(self) -> list[Problem]:
+        """Positive counts and rate, a floor in [0, 1]."""
+        found = [Problem(key, f"must be an integer >= 1, got {getattr(self, key)}", "set it to 1 or more")
+                 for key in ("steps", "batch_size", "log_every", "eval_batch_size") if getattr(self, key) < 1]
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            found.append(Problem("lr", f"must be a positive number, got {self.lr}", "e.g. 2e-3"))
+        if not 0 <= self.min_lr_ratio <= 1:
+            found.append(Problem("min_lr_ratio", f"must be from 0 to 1, got {self.min_lr_ratio}", "e.g. 0.05"))
+        if self.threads < 0:
+            found.append(Problem("threads", f"must be >= 0, got {self.threads}", "0 keeps torch's default"))
+        return found
+
+
+@dataclass(frozen=True)
+class VQVAERunSettings:
+    """The top-level scalar keys of a train_vqvae recipe.
+
+    Attributes:
+        output_dir: Where ``model/``, ``metrics.json`` and ``val_recon.png`` go.
+        seed: Seed of initialisation and batch order, in [0, 2**63).
+    """
+
+    output_dir: str
+    seed: int = 0
+
+    def problems(self) -> list[Problem]:
+        """A 64-bit seed."""
+        problem = seed_problem(self.seed, "seed")
+        return [problem] if problem is not None else []
 
 
 def psnr(mse: float) -> float:
@@ -90,27 +144,28 @@ class TrainVQVAETask:
 
     slots = {"dataset": "dataset", "image_tokenizer": "image_tokenizer", "loggers": "logger"}
 
-    def validate(self, cfg: DictConfig, registries: Registries) -> None:
-        """Checks the split keywords and the ``train`` section."""
-        validate_splits(cfg, registries)
-        self._train_settings(cfg)
-        if "val" not in split_names(cfg):
-            raise ConfigError("train_vqvae reports held-out PSNR and needs a 'val' split: add "
-                              "`splits: {train: {split: train}, val: {split: val, num_clips: 32}}`.")
+    list_slots = ("loggers",)
+    sections = {"": VQVAERunSettings, "train": VQVAETrainSettings}
+    recipe_keys = ("splits",)
 
-    @staticmethod
-    def _train_settings(cfg: DictConfig) -> dict:
-        given = section(cfg, "train")
-        unknown = sorted(set(given) - set(_TRAIN_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"unknown train keys {unknown}; train_vqvae takes {sorted(_TRAIN_DEFAULTS)}.")
-        return {**_TRAIN_DEFAULTS, **given}
+    def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
+        """The split keywords and the held-out split (sections and slots: validation)."""
+        found = split_problems(cfg, registries)
+        if OmegaConf.select(cfg, "image_tokenizer", default=None) is None:
+            found.append(Problem("image_tokenizer", "is missing: train_vqvae trains it",
+                                 "add e.g. `image_tokenizer: {name: vqvae, downsample: 4, codebook_size: 256}`"))
+        if not any(p.where.startswith("splits") for p in found) and "val" not in split_names(cfg):
+            found.append(Problem("splits", "has no 'val' split: train_vqvae reports held-out PSNR",
+                                 "add `splits: {train: {split: train}, val: {split: val, num_clips: 32}}`"))
+        return found
 
+    @locks_run_folder("output_dir")
     def run(self, cfg: DictConfig, registries: Registries) -> None:
         """Trains, evaluates on ``val``, saves the model and ``metrics.json``."""
-        settings = self._train_settings(cfg)
+        sections = task_settings(self, cfg, strict=True)  # checked once, by validation
+        settings = asdict(sections["train"])
         out = output_dir(cfg)
-        seed = int(cfg.get("seed", 0))
+        seed = sections[""].seed
         seed_everything(seed)
         if settings["threads"]:
             torch.set_num_threads(int(settings["threads"]))

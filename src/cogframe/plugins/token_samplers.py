@@ -24,7 +24,7 @@ from cogframe.core.generation.token_sampling import (
 )
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
-from cogframe.registry import component
+from cogframe.registry import Capabilities, component
 
 __all__ = ["ClusterSampler", "GreedySampler", "TemperatureSampler", "TopKSampler", "TopPSampler"]
 
@@ -114,9 +114,13 @@ def _codebook(image_tokenizer) -> torch.Tensor:
 
 @component("token_sampler", "cluster",
            description="CogView2 cluster sampling: top-k token clusters, then a token inside one.",
-           runtime_kwargs=("image_tokenizer",))
+           runtime_kwargs=("image_tokenizer",),
+           capabilities=Capabilities(extra={"files": {"clusters": (
+               "copy cluster_label2.npy (20000 image ids -> 500 clusters) from the CogVideo GitHub repository "
+               "(THUDM/CogVideo, branch CogVideo, top folder), or drop `clusters` to cluster the image "
+               "tokenizer's codebook with k-means instead")}}))
 class ClusterSampler:
-    """CogView2/CogVideo cluster sampling (spec §7; ``CoglmStrategy``).
+    """CogView2/CogVideo cluster sampling (``CoglmStrategy``, THUDM/CogVideo coglm_strategy.py).
 
     Sums ``softmax(logits / temperature)`` per cluster of token ids, keeps the ``top_k``
     clusters, picks one in proportion to its mass, then samples a token inside it from

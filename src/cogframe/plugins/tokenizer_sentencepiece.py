@@ -1,7 +1,7 @@
 """``sentencepiece``: the text tokenizer (kind ``text_tokenizer``), icetk-style id space.
 
-icetk puts image tokens first and text after them: text id = sentencepiece id + 20000 (spec §1.3,
-§10.2). :class:`SentencePieceTokenizer` generalises that with ``id_offset``: every id it returns or
+icetk puts image tokens first and text after them: text id = sentencepiece id + 20000 (THUDM/icetk
+ice_tokenizer.py). :class:`SentencePieceTokenizer` generalises that with ``id_offset``: every id it returns or
 accepts is GLOBAL (piece id + ``id_offset``), so a model whose image vocabulary is the VQ codebook
 can use ``id_offset = codebook_size`` and one shared embedding table of
 ``vocab_size = id_offset + piece_count`` rows.
@@ -14,9 +14,15 @@ configurable):
 * ``<pad>`` — left padding of the text slots.
 
 A model that lacks a special piece can get it appended after its own pieces with
-``extra_pieces``, as icetk appends ``<start_of_image>`` at run time (spec §1.3): with
+``extra_pieces``, as icetk appends ``<start_of_image>`` at run time (icetk ``add_special_tokens``): with
 ``ice_text.model`` (130000 pieces), ``id_offset=20000``, ``boi_piece="<start_of_image>"`` and
 ``extra_pieces=["<start_of_image>", "<start_of_english>", "<start_of_chinese>"]`` BOI is 150000.
+
+Unknown text: characters the model never saw in training become ``<unk>`` pieces, and a prompt
+made of ``<unk>`` generates a video from no information at all. :meth:`encode_prompt` therefore
+refuses captions and prefixes with words that encode to ``<unk>`` (naming them, noting case
+mistakes, and listing words the tokenizer knows) unless ``allow_unknown`` is set. icetk's own
+tokenizer maps such characters to ``<unk>`` silently; ``icetk_text`` inherits this refusal.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ class SentencePieceTokenizer:
         pad_piece: Name of the padding piece.
         extra_pieces: Pieces appended after the model's own (global ids ``id_offset +
             len(model) + i``); used for special pieces the ``.model`` file lacks.
+        allow_unknown: Let :meth:`encode_prompt` encode words the model does not cover as
+            ``<unk>`` instead of raising (for large real-world vocabularies where a rare
+            symbol is harmless).
 
     Raises:
         DataError: The model file is missing or unreadable.
@@ -63,7 +72,8 @@ class SentencePieceTokenizer:
     """
 
     def __init__(self, model_path: str, id_offset: int = 0, truncate: bool = False, boi_piece: str = BOI_PIECE,
-                 sep_piece: str = SEP_PIECE, pad_piece: str = PAD_PIECE, extra_pieces: Sequence[str] = ()) -> None:
+                 sep_piece: str = SEP_PIECE, pad_piece: str = PAD_PIECE, extra_pieces: Sequence[str] = (),
+                 allow_unknown: bool = False) -> None:
         import sentencepiece as spm
 
         path = Path(model_path)
@@ -81,6 +91,7 @@ class SentencePieceTokenizer:
         self.model_path = path
         self._offset = int(id_offset)
         self.truncate = bool(truncate)
+        self.allow_unknown = bool(allow_unknown)
         self._extra = [str(p) for p in extra_pieces]
         self._special = {role: self._special_id(piece, role)
                          for role, piece in (("boi", boi_piece), ("sep", sep_piece), ("pad", pad_piece))}
@@ -162,6 +173,55 @@ class SentencePieceTokenizer:
             parts.append(self._sp.decode(run))
         return "".join(parts)
 
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` (split at white space) with characters the model maps to ``<unk>``,
+        in order, without repeats (a text without spaces, e.g. Chinese, is one word)."""
+        unk = self._sp.unk_id()
+        if unk < 0:  # a model without an <unk> piece (byte fallback) covers everything
+            return []
+        found: list[str] = []
+        for word in text.split():
+            if word not in found and unk in self._sp.encode(word):
+                found.append(word)
+        return found
+
+    def known_words(self, limit: int = 40) -> list[str]:
+        """Up to ``limit`` whole words the model has as single pieces, sorted (for messages).
+
+        Word-initial pieces that begin a longer such piece (``cir`` of ``circle``) are fragments
+        BPE kept on the way, not words, and are left out.
+        """
+        pieces = sorted({piece[1:] for piece in (self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size()))
+                         if piece.startswith("\u2581") and len(piece) > 1 and piece[1:].isalpha()})
+        words = [w for i, w in enumerate(pieces) if not (i + 1 < len(pieces) and pieces[i + 1].startswith(w))]
+        return words[:limit]
+
+    def _unknown_error(self, text: str, words: list[str], what: str) -> DataError:
+        shown = ", ".join(repr(w) for w in words)
+        hints = []
+        if all(not self.unknown_words(w.lower()) for w in words) and any(w != w.lower() for w in words):
+            hints.append(f"the tokenizer is case-sensitive and knows the lower-case spelling: {text.lower()!r}")
+        known = self.known_words()
+        if known:
+            more = " ..." if len(known) == 40 else ""
+            hints.append(f"words it knows include: {', '.join(known)}{more}")
+        hint = ("; " + "; ".join(hints)) if hints else ""
+        return DataError(
+            f"{what} {text!r} has words the text tokenizer ({self.model_path.name}) does not cover: {shown}. "
+            f"They would become <unk> tokens, and the model would generate from no information{hint}. "
+            "Rephrase the prompt with words from the training captions, train a text tokenizer on captions "
+            "that contain these words (task train_text_tokenizer, e.g. `cogframe run tiny/text_tokenizer`), "
+            "or set text_tokenizer.allow_unknown: true to encode them as <unk> anyway.")
+
+    def _spelled_out(self, caption: str, minimum: int = 3) -> list[str]:
+        """``'word' (n tokens)`` for words that take ``minimum`` or more pieces."""
+        costly = []
+        for word in caption.split():
+            n = len(self._sp.encode(word))
+            if n >= minimum:
+                costly.append(f"{word!r} ({n} tokens)")
+        return costly
+
     def encode_prompt(self, caption: str, text_len: int, prefix: str | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Text slots of one sample: ``[pad ... pad, prefix, <n>, caption]`` (left-padded).
@@ -176,21 +236,32 @@ class SentencePieceTokenizer:
             ``valid`` bool ``[text_len]``, True on real tokens.
 
         Raises:
-            DataError: Empty caption.
+            DataError: Empty caption, or (without ``allow_unknown``) a caption or prefix with
+                words the model does not cover (they are named).
             ShapeError: The prompt has more tokens than ``text_len`` and ``truncate`` is off.
         """
         if not caption or not caption.strip():
             raise DataError("empty prompt: the caption has no text; give every clip a non-empty caption "
                             "(e.g. 'a red circle moving left').")
+        if not self.allow_unknown:
+            # Checked before the length: unknown characters are the real problem, and they also
+            # make a prompt long (each one is its own piece).
+            for text, what in ((caption, "prompt"), (prefix, "frame-rate prefix")):
+                words = self.unknown_words(text) if text else []
+                if words:
+                    raise self._unknown_error(text, words, what)
         head = (self.encode(prefix) + [self.sep_id]) if prefix else []
         body = self.encode(caption)
         if len(head) + len(body) > text_len:
             if not self.truncate or len(head) >= text_len:
+                costly = self._spelled_out(caption)
+                spelled = (f" Words the tokenizer spells out piece by piece (not in its training captions): "
+                           f"{', '.join(costly)}." if costly else "")
                 raise ShapeError(
                     f"prompt too long: {len(head) + len(body)} tokens ({len(head)} for the prefix and <n>, "
                     f"{len(body)} for the caption) but text_len is {text_len}; shorten the prompt, raise "
-                    "text_len (a model change), or set text_tokenizer.truncate: true to cut the caption's end. "
-                    f"Prompt: {((prefix + ' <n> ') if prefix else '') + caption!r}")
+                    "text_len (a model change), or set text_tokenizer.truncate: true to cut the caption's end."
+                    f"{spelled} Prompt: {((prefix + ' <n> ') if prefix else '') + caption!r}")
             body = body[:text_len - len(head)]  # keep the prefix: it carries the frame rate
         tokens = head + body
         ids = torch.full((text_len,), self.pad_id, dtype=torch.long)

@@ -1,11 +1,8 @@
 """``vqvae``: a small VQ-VAE image tokenizer (kind ``image_tokenizer``), trainable on a CPU.
 
-Modelled on icetk's image tokenizer (spec §10.1), scaled down: a convolutional encoder of
-ResBlocks with stride-2 downsampling (pad right/bottom + conv3x3 stride 2, as icetk), an EMA
-codebook with dead-code restart (:class:`~cogframe.core.model.vector_quantizer.VectorQuantizerEMA`), a
-straight-through estimator and a commitment loss, and a mirrored decoder that upsamples with
-nearest-neighbour x2 + conv3x3. ``downsample`` 4 maps 32x32 frames to 8x8 tokens; 8 maps
-160x160 to 20x20 as CogVideo.
+The network (encoder, EMA codebook with dead-code restart, decoder) is
+:class:`cogframe.core.model.vqvae.ConvVQVAE`; this module makes it a component: it resolves the
+recipe keywords against a saved model's ``config.json`` and reads and writes the model folder.
 
 Saved as a folder: ``config.json`` (architecture) + ``model.safetensors`` (weights and codebook
 buffers), both written atomically.
@@ -14,18 +11,14 @@ buffers), both written atomically.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Sequence
 
-import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from cogframe.core.io.atomic import atomic_path, atomic_write_json
-from cogframe.core.model.vector_quantizer import VectorQuantizerEMA
-from cogframe.errors import ConfigError, DataError, ShapeError
+from cogframe.core.model.vqvae import ARCH_KEYS, DEFAULTS, ConvVQVAE
+from cogframe.errors import ConfigError, DataError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
 
@@ -34,116 +27,6 @@ __all__ = ["VQVAE"]
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _FORMAT = "cogframe-vqvae"
-SUPPORTED_DOWNSAMPLE = (4, 8)
-# Keys that fix tensor shapes: a checkpoint cannot be loaded into a model that disagrees on them.
-ARCH_KEYS = ("downsample", "codebook_size", "code_dim", "channels", "channel_mult", "num_res_blocks")
-DEFAULTS = {
-    "downsample": 4,
-    "codebook_size": 256,
-    "code_dim": 32,
-    "channels": 32,
-    "channel_mult": None,  # None: (1, 2, 4, 4, ...) as icetk, one entry per resolution level
-    "num_res_blocks": 1,
-    "commitment": 0.25,
-    "decay": 0.99,
-    "dead_code_threshold": 1.0,
-}
-
-
-def _groups(channels: int) -> int:
-    # GroupNorm as icetk, but tiny models have few channels: keep >= 4 channels per group.
-    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and (channels // g >= 4 or g == 1))
-
-
-class ResBlock(nn.Module):
-    """GN -> swish -> conv3x3 -> GN -> swish -> conv3x3, plus a (1x1-projected) shortcut."""
-
-    def __init__(self, in_ch: int, out_ch: int) -> None:
-        super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch, eps=1e-6)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch, eps=1e-6)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.shortcut(x) + h
-
-
-class Downsample(nn.Module):
-    """Halves H and W: pad (0, 1, 0, 1) then conv3x3 stride 2 (icetk's asymmetric padding)."""
-
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    """Doubles H and W: nearest-neighbour x2 then conv3x3 (no checkerboard artefacts)."""
-
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
-def default_channel_mult(levels: int) -> tuple[int, ...]:
-    """icetk's widths per resolution level, full resolution first: 1, 2, 4, then 4 (capped)."""
-    return tuple(min(4, 2 ** i) for i in range(levels + 1))
-
-
-class Encoder(nn.Module):
-    """RGB in [-1, 1] ``[N, 3, H, W]`` -> features ``[N, code_dim, H/ds, W/ds]``.
-
-    ``widths[i]`` is the channel count at resolution level ``i`` (level 0 = full resolution).
-    """
-
-    def __init__(self, widths: list[int], num_res_blocks: int, code_dim: int) -> None:
-        super().__init__()
-        levels = len(widths) - 1
-        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
-        current = widths[0]
-        for level, width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                layers.append(ResBlock(current, width))
-                current = width
-            if level < levels:
-                layers.append(Downsample(current))
-        layers += [ResBlock(current, current), nn.GroupNorm(_groups(current), current, eps=1e-6), nn.SiLU(),
-                   nn.Conv2d(current, code_dim, 1)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class Decoder(nn.Module):
-    """Code vectors ``[N, code_dim, h, w]`` -> RGB in about [-1, 1] ``[N, 3, h*ds, w*ds]`` (mirrors Encoder)."""
-
-    def __init__(self, widths: list[int], num_res_blocks: int, code_dim: int) -> None:
-        super().__init__()
-        levels = len(widths) - 1
-        widths = widths[::-1]
-        current = widths[0]
-        layers: list[nn.Module] = [nn.Conv2d(code_dim, current, 3, padding=1), ResBlock(current, current)]
-        for level, width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                layers.append(ResBlock(current, width))
-                current = width
-            if level < levels:
-                layers.append(Upsample(current))
-        layers += [nn.GroupNorm(_groups(current), current, eps=1e-6), nn.SiLU(), nn.Conv2d(current, 3, 3, padding=1)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
 
 
 def _read_config(path: Path) -> dict:
@@ -165,7 +48,7 @@ def _read_config(path: Path) -> dict:
 
 @component("image_tokenizer", "vqvae",
            description="Small conv VQ-VAE (EMA codebook, dead-code restart); frames <-> token grids.")
-class VQVAE(nn.Module):
+class VQVAE(ConvVQVAE):
     """VQ-VAE image tokenizer: ``[N, 3, H, W]`` frames in [0, 1] <-> ``[N, H/ds, W/ds]`` code grids.
 
     Args:
@@ -192,7 +75,6 @@ class VQVAE(nn.Module):
                  channel_mult: Sequence[int] | None = None, num_res_blocks: int | None = None,
                  commitment: float | None = None, decay: float | None = None,
                  dead_code_threshold: float | None = None) -> None:
-        super().__init__()
         given = {"downsample": downsample, "codebook_size": codebook_size, "code_dim": code_dim,
                  "channels": channels, "channel_mult": None if channel_mult is None else [int(m) for m in channel_mult],
                  "num_res_blocks": num_res_blocks, "commitment": commitment, "decay": decay,
@@ -209,103 +91,10 @@ class VQVAE(nn.Module):
                     "remove them from the recipe (the checkpoint defines the architecture) or train a "
                     "new VQ-VAE with those settings.")
         config.update({k: v for k, v in given.items() if v is not None})
-        if int(config["downsample"]) not in SUPPORTED_DOWNSAMPLE:
-            raise ConfigError(f"vqvae downsample must be 4 or 8, got {config['downsample']}; use 4 for 32x32 "
-                              "frames -> 8x8 tokens or 8 for 160x160 -> 20x20 (CogVideo).")
-        for key in ("codebook_size", "code_dim", "channels", "num_res_blocks"):
-            if int(config[key]) < 1:
-                raise ConfigError(f"vqvae {key} must be a positive integer, got {config[key]}.")
-        levels = int(math.log2(int(config["downsample"])))
-        mult = list(config["channel_mult"] or default_channel_mult(levels))
-        if len(mult) != levels + 1 or min(mult) < 1:
-            raise ConfigError(f"vqvae channel_mult must have {levels + 1} positive entries for downsample "
-                              f"{config['downsample']} (one per resolution level), got {mult}.")
-        config["channel_mult"] = [int(m) for m in mult]
-        self.config = {k: (v if k == "channel_mult" else int(v) if k in ARCH_KEYS else float(v))
-                       for k, v in config.items()}
-        widths = [self.config["channels"] * m for m in self.config["channel_mult"]]
-        arch = (widths, self.config["num_res_blocks"], self.config["code_dim"])
-        self.encoder = Encoder(*arch)
-        self.quantizer = VectorQuantizerEMA(self.config["codebook_size"], self.config["code_dim"],
-                                            decay=self.config["decay"],
-                                            dead_code_threshold=self.config["dead_code_threshold"])
-        self.decoder = Decoder(*arch)
+        super().__init__(**config)  # checks the architecture (ConfigError) and builds the network
         if path is not None:
             self._load_weights(Path(path) / WEIGHTS_FILE)
             self.eval()
-
-    @property
-    def codebook_size(self) -> int:
-        """Number of codes; image token ids are ``0 .. codebook_size - 1``."""
-        return self.config["codebook_size"]
-
-    @property
-    def downsample(self) -> int:
-        """Pixels per token along each side."""
-        return self.config["downsample"]
-
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        """Token grid ``(h, w)`` for ``height x width`` frames.
-
-        Raises:
-            ShapeError: A side is not divisible by ``downsample``.
-        """
-        for name, size in (("height", height), ("width", width)):
-            if size % self.downsample or size <= 0:
-                raise ShapeError(
-                    f"frame {name} {size} is not divisible by the VQ-VAE downsample factor {self.downsample}; "
-                    f"resize frames to a multiple of {self.downsample} (dataset size: "
-                    f"{max(self.downsample, size // self.downsample * self.downsample)}).")
-        return height // self.downsample, width // self.downsample
-
-    def _prepare(self, frames: torch.Tensor) -> torch.Tensor:
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise ShapeError(f"VQ-VAE expects frames shaped [N, 3, H, W], got {list(frames.shape)}; "
-                             "convert [N, H, W, 3] arrays with .permute(0, 3, 1, 2).")
-        self.grid_size(frames.shape[2], frames.shape[3])
-        param = next(self.parameters())
-        if frames.dtype == torch.uint8:
-            frames = frames.float() / 255.0
-        return frames.to(device=param.device, dtype=param.dtype) * 2.0 - 1.0
-
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Reconstructs frames through the quantiser (updating the codebook in training mode).
-
-        Args:
-            frames: ``[N, 3, H, W]`` in [0, 1].
-
-        Returns:
-            ``(recon, stats)``: ``recon`` ``[N, 3, H, W]`` (unclamped, ~[0, 1]); ``stats`` holds
-            ``recon`` (MSE to the input), ``commit`` (commitment MSE), ``perplexity`` (codebook usage)
-            and ``loss`` = recon + commitment * commit.
-        """
-        x = self._prepare(frames)
-        z_q, _, stats = self.quantizer(self.encoder(x))
-        recon = (self.decoder(z_q) + 1.0) / 2.0
-        target = (x + 1.0) / 2.0
-        recon_loss = F.mse_loss(recon, target)
-        loss = recon_loss + self.config["commitment"] * stats["commit"]
-        return recon, {"recon": recon_loss, "commit": stats["commit"], "perplexity": stats["perplexity"],
-                       "loss": loss}
-
-    @torch.no_grad()
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames ``[N, 3, H, W]`` float in [0, 1] (or uint8) -> codes ``[N, H/ds, W/ds]`` long.
-
-        Never updates the codebook, whatever the module's mode.
-        """
-        return self.quantizer.codes(self.encoder(self._prepare(frames)))
-
-    @torch.no_grad()
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Codes ``[N, h, w]`` long -> frames ``[N, 3, h*ds, w*ds]`` float clamped to [0, 1]."""
-        if tokens.ndim != 3:
-            raise ShapeError(f"VQ-VAE decode expects token grids shaped [N, h, w], got {list(tokens.shape)}.")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.codebook_size):
-            raise ShapeError(f"image token ids must be in [0, {self.codebook_size}), got "
-                             f"[{int(tokens.min())}, {int(tokens.max())}]; subtract the text-id offset first.")
-        tokens = tokens.to(self.quantizer.embed.device).long()
-        return ((self.decoder(self.quantizer.lookup(tokens)) + 1.0) / 2.0).clamp(0.0, 1.0)
 
     def save(self, directory: str | Path) -> Path:
         """Writes ``config.json`` and ``model.safetensors`` into ``directory`` atomically.

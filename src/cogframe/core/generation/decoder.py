@@ -1,4 +1,5 @@
-"""The KV-cached frame decoder shared by both stages (spec §2.2, §2.3, §7).
+"""The KV-cached frame decoder shared by both stages (THUDM/CogVideo cogvideo_pipeline.py,
+``my_filling_sequence``, and the cache model models/cogvideo_cache_model.py).
 
 One decoding run fills some frames of a layout given others:
 
@@ -7,7 +8,8 @@ One decoding run fills some frames of a layout given others:
 2. **Generation passes.** Each pass feeds a set of slots (one slot for sequential decoding, a
    wave for parallel decoding, see :mod:`cogframe.core.generation.waves`) as a batch of queries against
    the cache, and samples the token of every slot it fed. The token sampled at slot ``(t, j)``
-   is written as the input of slot ``(t, j + 1)``; slot ``(t, 0)`` holds BOI (spec §1.6).
+   is written as the input of slot ``(t, j + 1)``; slot ``(t, 0)`` holds BOI (the release's
+   BOI-shift, pretrain_cogvideo.py ``get_batch``).
 
 Cache layout: one :class:`~cogframe.core.model.transformer.KVCache` per text branch (the prompt, plus the
 negative prompt under guidance). The temporal channel keeps text and every frame slot fed so
@@ -23,6 +25,8 @@ their randomness from (seed, stream, slot), see :mod:`cogframe.core.generation.t
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -51,6 +55,12 @@ class DecodeOptions:
         text_bias: Constant added to query->text attention logits (CogVideo: 1.4 without
             guidance, 0 with it).
         parallel: Decode in parallel waves (exact; fewer forward passes with windowed masks).
+        unmasked_prefix: Run the prefix pass (text + given frames) with the temporal channel
+            unmasked among the given frames: no window, no shift, every given slot sees every
+            given slot. This is what the released stage-2 cache model does
+            (``cogvideo_cache_model.py``: ``attention_extra_NAR_inference`` masks only in stage 1),
+            so converted weights reproduce the release with it; False (default) uses the
+            training mask in every pass. The generation passes always use the training mask.
     """
 
     sampler: TokenSampler
@@ -59,6 +69,7 @@ class DecodeOptions:
     negative: TextPrompt | None = None
     text_bias: float = 0.0
     parallel: bool = False
+    unmasked_prefix: bool = False
 
 
 @dataclass
@@ -242,7 +253,8 @@ def decode_frames(
 
     passes, logits_out = 0, None
     if schedule.prefix.numel():
-        forward(schedule.prefix)
+        with _unmasked_temporal(model) if options.unmasked_prefix else contextlib.nullcontext():
+            forward(schedule.prefix)
         passes += 1
     pending = tuple(generated_frames)
     _retain(branches, layout, pending)
@@ -259,6 +271,25 @@ def decode_frames(
             pending = still
             _retain(branches, layout, pending)
     return DecodeResult(state.grids(), passes, logits_out)
+
+
+@contextlib.contextmanager
+def _unmasked_temporal(model):
+    """Within the block, every layer's temporal mask drops its window and temporal extent.
+
+    Among given frames the frame rule already lets every given frame see every other one, so
+    without the window the prefix pass is unmasked among text and given frames, as in the
+    release. The layers' masks are restored afterwards, also when the pass fails.
+    """
+    layers = [layer for layer in model.layers if getattr(layer, "temporal_mask", None) is not None]
+    saved = [layer.temporal_mask for layer in layers]
+    try:
+        for layer, mask in zip(layers, saved):
+            layer.temporal_mask = dataclasses.replace(mask, window=None, shift=(0, 0), temporal_extent=None)
+        yield
+    finally:
+        for layer, mask in zip(layers, saved):
+            layer.temporal_mask = mask
 
 
 def _retain(branches: list[_Branch], layout: TokenLayout, frames: Sequence[int]) -> None:

@@ -1,4 +1,4 @@
-"""CogVideo's two-stage sampling (spec §2.2, §2.3, §7), on top of :mod:`cogframe.core.generation.decoder`.
+"""CogVideo's two-stage sampling (arXiv 2205.15868; release ``cogvideo_pipeline.py``), on top of :mod:`cogframe.core.generation.decoder`.
 
 * :func:`generate_first_frame` — frame 0 through the base channel only (plain CogView2), with
   its own prompt and sampler settings.
@@ -6,7 +6,8 @@
   KV cache and the duration-prefixed prompt (optionally with guidance and parallel waves).
 * :func:`interpolate_round` / :func:`interpolate` — stage 2: windows of given frames
   ``[F0, F2, F4]`` fed as one prefix, ``F1``/``F3`` generated; 5 -> 9 -> 17 -> 33 frames.
-* :func:`generate_video` — both stages: the entry point a sampling task calls.
+* :func:`generate_video` — both stages in one call (a library shortcut; the ``sample`` task runs
+  them as stages, :mod:`cogframe.core.generation.stages`).
 
 Core takes token ids: prompts are built by the caller (see :mod:`cogframe.core.generation.prompts`).
 """
@@ -52,7 +53,7 @@ def _require_stage(model, stage: Stage, what: str) -> None:
 def generate_first_frame(
     model, prompt: TextPrompt, *, boi_id: int, options: DecodeOptions
 ) -> DecodeResult:
-    """Frame 0 of a stage-1 model through the base channel only (exactly CogView2, spec §2.2).
+    """Frame 0 of a stage-1 model through the base channel only (exactly CogView2).
 
     Returns:
         A result whose ``frames`` is ``[B, 1, h, w]``.
@@ -189,8 +190,11 @@ def interpolate(
     options: DecodeOptions,
     negatives: Sequence[TextPrompt] | None = None,
     window_batch: int | None = None,
+    first_round: int = 0,
 ) -> DecodeResult:
     """Recursive stage-2 interpolation: one round per prompt (5 -> 9 -> 17 -> 33 for three).
+
+    This is the one stage-2 path: the ``interpolation`` stage and :func:`generate_video` call it.
 
     Args:
         model: Stage-2 model in eval mode.
@@ -200,6 +204,8 @@ def interpolate(
         options: Sampling (its ``negative`` is replaced per round by ``negatives``).
         negatives: One guidance prompt per round, or None.
         window_batch: Windows per forward batch.
+        first_round: Index of the first round (rounds done before, e.g. by an earlier stage);
+            keeps the random streams of all rounds of a video distinct.
     """
     if negatives is not None and len(negatives) != len(prompts):
         raise ConfigError(f"got {len(negatives)} negative prompts for {len(prompts)} rounds; give one "
@@ -208,7 +214,7 @@ def interpolate(
     for r, prompt in enumerate(prompts):
         round_options = options if negatives is None else dataclasses.replace(options, negative=negatives[r])
         result = interpolate_round(model, frames, prompt, boi_id=boi_id, options=round_options,
-                                   round_index=r, window_batch=window_batch)
+                                   round_index=first_round + r, window_batch=window_batch)
         frames, passes = result.frames, passes + result.passes
     return DecodeResult(frames, passes)
 
@@ -242,10 +248,12 @@ def generate_video(
 ) -> VideoResult:
     """Text to video token grids: key frames (stage 1), then recursive interpolation (stage 2).
 
+    A library shortcut for the two model stages; the ``sample`` task runs the same two calls
+    (:func:`generate_key_frames`, :func:`interpolate`) as stages (``plugins/stages.py``).
+
     Args:
         stage1: Stage-1 model in eval mode.
-        stage2: Stage-2 model, a token-space interpolator (``space == "tokens"``), or None for
-            key frames only. Pixel-space interpolators run after decoding, outside this function.
+        stage2: Stage-2 (interpolation) model in eval mode, or None for key frames only.
         prompts: All prompts (:func:`cogframe.core.generation.prompts.video_prompts`).
         boi_id: BOI token id.
         options: Stage-1 sampling (``negative``/``guidance`` from ``prompts`` if set there).
@@ -253,6 +261,10 @@ def generate_video(
         stage2_options: Stage-2 sampling (default ``options``; negatives from ``prompts``).
         first_frame: ``[B, h, w]`` tokens to use as frame 0 instead of generating it.
         window_batch: Stage-2 windows per forward batch.
+
+    Raises:
+        ConfigError: ``stage2`` is not an interpolation model (pixel interpolation runs after
+            decoding: the ``repeat`` / ``linear_blend`` stages).
     """
     key_options = options
     if prompts.negative_key_frames is not None and options.negative is None:
@@ -264,18 +276,13 @@ def generate_video(
                               first_options=first_options)
     if stage2 is None or not prompts.rounds:
         return VideoResult(key.frames, key.frames, key.passes)
+    if not isinstance(stage2, CogVideoTransformer):
+        raise ConfigError(
+            f"generate_video interpolates with a stage-2 model, got {type(stage2).__name__}; pixel "
+            "interpolation (repeat, linear_blend) runs on decoded frames: list it as a stage after decoding."
+        )
     s2_options = stage2_options or dataclasses.replace(options, negative=None)
     negatives = list(prompts.negative_rounds) if prompts.negative_rounds else None
-    if isinstance(stage2, CogVideoTransformer):
-        more = interpolate(stage2, key.frames, prompts.rounds, boi_id=boi_id, options=s2_options,
-                           negatives=negatives, window_batch=window_batch)
-        return VideoResult(key.frames, more.frames, key.passes + more.passes)
-    if getattr(stage2, "space", None) != "tokens":
-        raise ConfigError(
-            "generate_video interpolates token grids; this interpolator works on "
-            f"'{getattr(stage2, 'space', 'unknown')}' frames. Call generate_video with stage2=None, "
-            "decode the key frames, then call the interpolator on the pixels."
-        )
-    frames = stage2(key.frames, rounds=len(prompts.rounds), prompts=prompts.rounds,
-                    negatives=negatives, seed=s2_options.seed)
-    return VideoResult(key.frames, frames, key.passes)
+    more = interpolate(stage2, key.frames, prompts.rounds, boi_id=boi_id, options=s2_options,
+                       negatives=negatives, window_batch=window_batch)
+    return VideoResult(key.frames, more.frames, key.passes + more.passes)

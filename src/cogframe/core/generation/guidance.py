@@ -1,4 +1,4 @@
-"""Classifier-free guidance for the video stages (spec §7).
+"""Classifier-free guidance for the video stages (THUDM/CogVideo cogvideo_pipeline.py).
 
 CogVideo runs a second, "negative" branch with its own prompt (``"{dur}" <n> "视频"``, just
 "video", with no caption) and its own KV cache, and mixes the two next-token logits::

@@ -1,58 +1,27 @@
-"""Frame interpolation: the contract, the window split/merge of stage 2 and pixel baselines.
+"""Frame interpolation helpers: the window split/merge of stage 2 and the two pixel baselines.
 
-Interpolator contract (registry kind ``interpolator``)::
+* :func:`split_windows` / :func:`merge_windows`: stage 2 fills overlapping 5-frame windows whose
+  frames 0, 2, 4 are given (CogVideo, arXiv 2205.15868; release ``process_stage2``).
+* :func:`repeat_frames` / :func:`blend_frames`: pixel baselines on decoded uint8 frames
+  ``[T, H, W, C]`` or ``[B, T, H, W, C]`` (the ``repeat`` and ``linear_blend`` stages).
 
-    more = interpolator(frames, *, rounds, prompts=None, negatives=None, seed=0)
-
-* ``interpolator.space`` is ``"tokens"`` or ``"pixels"``:
-
-  - ``"tokens"``: ``frames`` are token grids, LongTensor ``[B, T, h, w]`` (the stage-2
-    transformer); a sampling recipe interpolates before decoding with the image tokenizer.
-  - ``"pixels"``: ``frames`` are decoded frames, uint8 ``[T, H, W, C]`` or ``[B, T, H, W, C]``
-    (baselines); a recipe decodes the key frames first.
-
-* Each round turns ``T`` frames into ``2T - 1`` (one new frame between neighbours), so
-  ``rounds = 3`` takes 5 key frames to 33 (spec §2.3). The input frames are kept unchanged at
-  the even output indices.
-* ``prompts``/``negatives``: one text condition per round (duration prefixes 2.0s, 1.0s, 0.5s);
-  required by the transformer, ignored by the baselines. ``seed``: the sampling seed.
+Each round turns ``T`` frames into ``2T - 1`` (one new frame between neighbours), so ``rounds =
+3`` takes 5 key frames to 33; the input frames are kept unchanged at the even output indices.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, Sequence
-
 import torch
 
-from cogframe.core.generation.prompts import TextPrompt
 from cogframe.errors import ConfigError, ShapeError
 
 __all__ = [
-    "Interpolator",
     "blend_frames",
     "frames_after",
     "merge_windows",
     "repeat_frames",
     "split_windows",
 ]
-
-
-class Interpolator(Protocol):
-    """See the module docstring."""
-
-    space: Literal["tokens", "pixels"]
-
-    def __call__(
-        self,
-        frames: torch.Tensor,
-        *,
-        rounds: int,
-        prompts: Sequence[TextPrompt] | None = None,
-        negatives: Sequence[TextPrompt] | None = None,
-        seed: int = 0,
-    ) -> torch.Tensor:
-        """Return the frames after ``rounds`` rounds of interpolation."""
-        ...
 
 
 def frames_after(frames: int, rounds: int) -> int:

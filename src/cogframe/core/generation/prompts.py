@@ -2,7 +2,8 @@
 
 Core decodes token ids; tokenisation happens through a text tokenizer object the caller built
 (kind ``text_tokenizer``) with ``encode_prompt(caption, text_len, prefix=...) -> (ids, valid)``.
-The frame rate reaches the model as a duration prefix (spec §2.1, §5): 5 frames at ``fps`` span
+The frame rate reaches the model as a duration prefix (the release's ``"4.0秒" <n> caption``,
+``cogvideo_pipeline.py``): 5 frames at ``fps`` span
 ``4 / fps`` seconds, so stage 1 at 1 fps reads ``"4.0s"`` and the three stage-2 rounds at 2, 4,
 8 fps read ``"2.0s"``, ``"1.0s"``, ``"0.5s"``.
 """
@@ -145,7 +146,13 @@ def video_prompts(
     video_suffix: str = "",
     negative_caption: str | None = None,
 ) -> VideoPrompts:
-    """Build all prompts of ``generate_video`` through a text tokenizer (spec §2.2, §2.3, §7).
+    """Build all prompts of ``generate_video`` through a text tokenizer.
+
+    As the release (``cogvideo_pipeline.py``) does: the first frame reads the caption plus
+    ``first_frame_suffix``; stage 1 reads ``"4.0s" <n> caption + video_suffix``; every stage-2
+    round reads its duration prefix and the **raw caption** (``process_stage2`` encodes the
+    caption without the suffix). The release appends its video suffix (" 视频") only when
+    stage-1 guidance is on, so pass ``video_suffix`` only then.
 
     Args:
         tokenizer: Has ``encode_prompt(caption, text_len, prefix=...)``.
@@ -157,7 +164,7 @@ def video_prompts(
         prefix_format: Duration format of the training data, e.g. ``"{:.1f}s"``.
         known_rates: The rates the models were trained with; a rate outside it is an error.
         first_frame_suffix: Appended to the first-frame caption (CogVideo: " HD photography").
-        video_suffix: Appended to the captions of the video prompts (CogVideo: " video").
+        video_suffix: Appended to the stage-1 caption only (CogVideo: " 视频", with stage-1 guidance).
         negative_caption: Caption of the guidance branch (CogVideo: "video"); None: no guidance.
     """
     rates = [float(key_fps)] + interpolation_rates(key_fps, rounds)
@@ -171,8 +178,8 @@ def video_prompts(
             )
     prefixes = [duration_prefix(r, frames, prefix_format) for r in rates]
     first = encode_prompts(tokenizer, [c + first_frame_suffix for c in captions], text_len)
-    videos = [encode_prompts(tokenizer, [c + video_suffix for c in captions], text_len, p)
-              for p in prefixes]
+    videos = [encode_prompts(tokenizer, [c + video_suffix for c in captions], text_len, prefixes[0])]
+    videos += [encode_prompts(tokenizer, list(captions), text_len, p) for p in prefixes[1:]]
     negatives = None
     if negative_caption is not None:
         negatives = [encode_prompts(tokenizer, [negative_caption], text_len, p) for p in prefixes]

@@ -1,4 +1,6 @@
-"""Token samplers: the interface, position-keyed randomness and the sampling math (spec §7).
+"""Token samplers: the interface, position-keyed randomness and the sampling math.
+
+The cluster sampler is CogView2's ``CoglmStrategy`` (THUDM/CogVideo coglm_strategy.py).
 
 A token sampler (registry kind ``token_sampler``) turns logits into token ids::
 
@@ -201,7 +203,7 @@ def cluster_sample(
     temperature: float,
     temperature2: float,
 ) -> torch.Tensor:
-    """CogView2's cluster sampling (``CoglmStrategy``, spec §7).
+    """CogView2's cluster sampling (``CoglmStrategy``, THUDM/CogVideo coglm_strategy.py).
 
     1. ``logits / temperature``; softmax; sum the probability of each cluster.
     2. Keep the ``top_k`` clusters by mass; pick one in proportion to its mass (draw 0).

@@ -1,4 +1,7 @@
-"""Parallel-wave decoding schedules computed from the attention masks (spec §4.3).
+"""Parallel-wave decoding schedules computed from the attention masks.
+
+The CogVideo paper (arXiv 2205.15868, Sec. 3.2) argues that windowed attention lets tokens of
+consecutive frames be generated in parallel; the released code decodes one token per pass.
 
 Autoregressive decoding feeds one slot per forward pass. But with a windowed temporal channel a
 slot of frame ``t + 1`` does not depend on every slot of frame ``t``, so it can be produced
@@ -8,7 +11,7 @@ the same logits (up to float summation order) as in one-token-at-a-time decoding
 
 Notation: ``A_l[q, k]`` is True when slot ``q`` attends to slot ``k`` at layer ``l`` in either
 channel (spatial or temporal). Slot ``(t, j)`` holds the input ``f_t[j-1]`` (BOI for ``j = 0``)
-and its logits give ``f_t[j]`` (the BOI-shift, spec §1.6). So the token sampled at slot
+and its logits give ``f_t[j]`` (the BOI-shift of the release, pretrain_cogvideo.py ``get_batch``). So the token sampled at slot
 ``(t, j)`` becomes the input of slot ``(t, j + 1)``.
 
 Two dependency relations:

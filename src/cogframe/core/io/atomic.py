@@ -10,6 +10,10 @@ Temporary files are named ``.<name>.<random>.tmp<ext>``: hidden, marked ``.tmp``
 in the real extension because writers such as ffmpeg choose the container from it. A crash
 leftover is therefore recognisable and never mistaken for a finished file by code that looks for
 ``<name>``.
+
+``tempfile.mkstemp`` creates files readable by their owner only (0600); before the rename every
+finished file gets the mode a plain ``open(path, "w")`` would give it (0666 minus the umask,
+0644 with the usual umask 022), so weights and shards can be shared like any other output.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, Iterator
 
 __all__ = [
     "TMP_SUFFIX",
+    "default_file_mode",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -52,6 +57,26 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _current_umask() -> int:
+    # Linux reports the umask in /proc without changing it; elsewhere os.umask must be set to
+    # read it, which is a brief process-wide change (harmless here: it is put back at once).
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The permission bits of a newly created plain file: ``0o666`` minus the process umask."""
+    return 0o666 & ~_current_umask()
 
 
 def _fsync_file(path: Path) -> None:
@@ -84,6 +109,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp
         _fsync_file(tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, final)
         fsync_dir(final.parent)
     except BaseException:

@@ -1,4 +1,4 @@
-"""Frame-rate choices for multi-frame-rate training (spec §2.1, §5).
+"""Frame-rate choices for multi-frame-rate training (CogVideo, arXiv 2205.15868, Sec. 3.1).
 
 A frame-rate sampler looks at a clip (its frame count and native fps) and picks a rate plus the
 indices of the frames to take at that rate. The model sees the rate as a text prefix: the time
@@ -21,6 +21,8 @@ from cogframe.errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_PREFIX_FORMAT",
+    "DEFAULT_RATES",
+    "INTERPOLATION_RATES",
     "FrameRateChoice",
     "FrameRateSampler",
     "duration_prefix",
@@ -31,6 +33,18 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX_FORMAT = "{:.1f}s"
+
+DEFAULT_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""cogframe's choice of the predefined frame-rate set, NOT a set the paper lists.
+
+The paper picks, per clip, the lowest rate of "a predefined set" that still yields 5 frames and
+names some of its rates: 0.25 fps (lowest in stage-1 phase 1), 1 fps (lowest in phase 2) and 2,
+4 and 8 fps (stage 2). The full set is not published; powers of two from 0.25 to 8 fps contain
+all of those and halve cleanly into the stage-2 recursion. Pass ``rates`` to use another set.
+"""
+
+INTERPOLATION_RATES = (2.0, 4.0, 8.0)
+"""Stage-2 window rates: the paper trains the interpolation model at 2, 4 and 8 fps."""
 # Tolerance for float comparisons of spans such as 4 * 8 / 0.25 frames.
 _EPS = 1e-9
 

@@ -9,7 +9,11 @@
 
 The four files of one video are written together: each to a temporary file first, then all
 renamed. An error in any writer removes every temporary file, so a video is either complete on
-disk or absent, and the JSON (renamed last) always describes files that exist.
+disk or absent, and the JSON (renamed last) always describes files that exist. An earlier video
+of the same name is never replaced unless ``overwrite`` is set (a recipe's ``overwrite: true``,
+``cogframe demo --overwrite``).
+
+Naming outputs imports no torch (the sample task checks them while validating); writing does.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from cogframe.core.io.atomic import atomic_path, atomic_write_json
-from cogframe.core.io.video import VIDEO_EXTENSIONS, contact_sheet, write_video
+from cogframe.errors import ConfigError
 
-__all__ = ["OUTPUT_SUFFIXES", "output_stems", "slug", "upscale", "write_sample"]
+__all__ = ["OUTPUT_SUFFIXES", "output_stems", "overwrite_problem", "slug", "upscale", "write_generated_video"]
 
 OUTPUT_SUFFIXES = (".mp4", ".gif", ".png", ".json")
+# `out=clip.mp4` means the stem "clip": our own suffixes plus the containers core/io/video.py
+# reads (listed here so that naming outputs does not import the video module, and with it torch).
+_STEM_SUFFIXES = (*OUTPUT_SUFFIXES, ".avi", ".mov", ".mkv", ".webm")
 _SLUG_MAX = 60
 
 
@@ -46,7 +53,7 @@ def output_stems(out: str | os.PathLike, captions: Sequence[str]) -> list[Path]:
         if len(captions) == 1:
             return [root / slug(captions[0])]
         return [root / f"{i:03d}_{slug(c)}" for i, c in enumerate(captions)]
-    if root.suffix.lower() in (*VIDEO_EXTENSIONS, ".png", ".json"):
+    if root.suffix.lower() in _STEM_SUFFIXES:
         root = root.with_suffix("")  # out=clip.mp4 means the stem "clip"
     if len(captions) == 1:
         return [root]
@@ -67,8 +74,16 @@ def _readable(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def write_sample(stem: str | os.PathLike, frames: np.ndarray, fps: float, record: dict[str, Any], *,
-                 scale: int = 1) -> dict[str, str]:
+def overwrite_problem(existing: Sequence[Path]) -> str:
+    """The message refusing to replace ``existing`` files (names the first ones and the fix)."""
+    shown = ", ".join(str(p) for p in existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
+    return (f"out: {shown} already exist{'s' if len(existing) == 1 else ''} (an earlier video of the same "
+            "name); nothing was written. Choose another out, delete the files, or replace them with "
+            "overwrite=true (cogframe demo: --overwrite)")
+
+
+def write_generated_video(stem: str | os.PathLike, frames: np.ndarray, fps: float, record: dict[str, Any], *,
+                          scale: int = 1, overwrite: bool = False) -> dict[str, str]:
     """Write one video as ``stem.mp4``, ``stem.gif``, a contact sheet ``stem.png`` and ``stem.json``.
 
     Args:
@@ -77,12 +92,21 @@ def write_sample(stem: str | os.PathLike, frames: np.ndarray, fps: float, record
         fps: Frame rate of ``frames``.
         record: What the JSON holds (prompt, seed, passes, timings ...); ``files`` is added.
         scale: Nearest-neighbour upscaling of the written media.
+        overwrite: Replace files of the same names (default: refuse before writing anything).
 
     Returns:
         The written paths by kind: ``mp4``, ``gif``, ``png``, ``json``.
+
+    Raises:
+        ConfigError: One of the files exists and ``overwrite`` is False.
     """
+    from cogframe.core.io.video import contact_sheet, write_video
+
     stem = Path(stem)
     paths = {suffix[1:]: stem.with_name(stem.name + suffix) for suffix in OUTPUT_SUFFIXES}
+    existing = [p for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(overwrite_problem(existing))
     shown = upscale(frames, scale)
     with contextlib.ExitStack() as stack:
         # Entered first, so renamed last: a JSON on disk means its media are complete.

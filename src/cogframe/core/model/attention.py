@@ -12,9 +12,9 @@ components of kind ``attention``; the model receives built instances and calls t
   ``arange(seq_len)``; KV-cached decoding: the new slots against every cached slot).
 * ``text_valid``: ``[B, text_len]`` bool or None (no padding).
 * ``text_bias``: a constant added to every query->text logit (the released sampler's
-  "log_text_attention_weights", spec §3); 0 in training.
+  "log_text_attention_weights", models/cogvideo_cache_model.py); 0 in training.
 
-Text and frame keys always share one softmax (spec §3).
+Text and frame keys always share one softmax (as in the release's ``attention_localframe_and_text``).
 """
 
 from __future__ import annotations

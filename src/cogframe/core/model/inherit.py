@@ -1,4 +1,5 @@
-"""Inheriting a pretrained text-to-image model as the frozen spatial channel (spec §1.2).
+"""Inheriting a pretrained text-to-image model as the frozen spatial channel (THUDM/CogVideo
+models/cogvideo_model.py, ``reinit`` and ``disable_untrainable_params``).
 
 CogVideo starts each stage from CogView2: every CogView2 tensor is loaded unchanged and frozen,
 then the new parameters are initialised from it (plus-channel QKV copied from the base QKV, plus

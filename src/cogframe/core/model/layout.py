@@ -6,7 +6,8 @@ convention, position ids and which position table serves them, loss masks per st
 stage-2 inference order. No module outside the presets writes literal offsets such as 64, 464,
 2064 or 912; they are all properties of a layout.
 
-Conventions (spec §1.4-§1.6):
+Conventions (THUDM/CogVideo pretrain_cogvideo.py ``get_batch`` and
+``get_masks_and_position_ids_video``):
 
 * A model input has ``text_len`` text slots (left-padded) followed by ``frames`` blocks of
   ``frame_height * frame_width`` frame slots: ``seq_len = text_len + frames * tokens_per_frame``.
@@ -74,8 +75,8 @@ class TokenLayout:
     Args:
         text_len: Number of text slots (the prompt is left-padded to this length).
         frames: Number of frames in the sample (1 for a text-to-image model).
-        frame_height: Token rows per frame (the spec's X).
-        frame_width: Token columns per frame (the spec's Y).
+        frame_height: Token rows per frame (the paper's X).
+        frame_width: Token columns per frame (the paper's Y).
         image_position_offset: Position id of the first frame slot (the BOI slot).
         base_position_rows: Rows of the inherited position table.
         extra_position_rows: Rows of the video model's extra position table (0: none).
@@ -192,7 +193,7 @@ class TokenLayout:
 
         Args:
             slots: ``[S]`` natural slot indices (default: all, in natural order). Reordered
-                slots keep their natural positions (stage-2 inference, spec §2.3).
+                slots keep their natural positions (stage-2 inference, ``process_stage2``).
             text_valid: ``[B, text_len]`` bool, True for real (non-pad) text. Text must be
                 left-padded. Default: all text valid.
 
@@ -232,7 +233,7 @@ class TokenLayout:
     def build_input(
         self, text: torch.Tensor, frames: torch.Tensor, boi_id: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model input and labels of a sample with the BOI-shift convention (spec §1.6).
+        """Model input and labels of a sample with the BOI-shift convention (``get_batch``).
 
         Args:
             text: ``[B, text_len]`` left-padded text ids.
@@ -292,7 +293,8 @@ class TokenLayout:
         return tuple(t for t in range(self.frames) if t not in given)
 
     def loss_mask(self, stage: Stage | str, device: torch.device | str | None = None) -> torch.Tensor:
-        """``[seq_len]`` bool: True where the label counts in the loss (spec §2.2, §2.3)."""
+        """``[seq_len]`` bool: True where the label counts in the loss (frames 1-4 in
+        stage 1, frames 1 and 3 in stage 2; pretrain_cogvideo.py)."""
         mask = torch.zeros(self.seq_len, dtype=torch.bool, device=device)
         for t in self.target_frames(stage):
             r = self.frame_range(t)

@@ -4,13 +4,14 @@ One predicate per rule, written with tensor operations only, serves three consum
 
 * dense boolean materialisation (``MaskSpec.dense``) for the naive and sdpa backends,
 * ``flex_attention``'s ``mask_mod`` (``MaskSpec.mask_mod``), which evaluates it per element,
-* the property tests, which compare it with the spec's scalar definitions (spec §4.2).
+* the property tests, which compare it with scalar definitions written from the paper's rules
+  (arXiv 2205.15868, Sec. 3.2) and the release's masks (THUDM/CogVideo models/cogvideo_model.py).
 
 A :class:`MaskSpec` is also the *structured description* efficient backends read: the rule, the
 3D window, this layer's shift and the temporal extent, so the ``swin3d`` backend can partition
 windows instead of materialising ``S x S`` booleans.
 
-Semantics shared by every rule (spec §3, §4.2):
+Semantics shared by every rule (THUDM/CogVideo models/cogvideo_model.py):
 
 * Text queries see all non-pad text bidirectionally (and never frames). A pad query sees the
   valid text and itself, only so that its softmax row is not empty; its output is unused.
@@ -51,7 +52,7 @@ class FrameRule(str, enum.Enum):
     is the released full-causal mask; with one it is the paper's 3D-window sequential mask."""
     INTERPOLATION = "interpolation"
     """Temporal channel, stage 2: given frames see given frames; a generated frame sees every
-    given frame, earlier generated frames, and itself causally (spec §4.2)."""
+    given frame, earlier generated frames, and itself causally (the release's stage-2 mask)."""
 
 
 def window_bin(coord: torch.Tensor, size: int, shift: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from cogframe.errors import ConfigError
 
 __all__ = ["PRESETS", "preset_names", "model_config", "build_model"]
 
-# CogView2 6B as used inside CogVideo (spec §1.1): 48 x 3072, 48 heads, tied 150010 vocab,
+# CogView2 6B as used inside CogVideo (THUDM/CogVideo scripts/*.sh): 48 x 3072, 48 heads, tied 150010 vocab,
 # 20000 image ids, 1024 base positions with frames starting at position 512.
 _COGVIEW2_6B: dict[str, Any] = {
     "num_layers": 48,
@@ -53,8 +53,8 @@ def _video(base: dict, **changes: Any) -> dict:
 
 
 # Each stage adds 2000 extra positions (5 frames x 400 tokens) and a temporal channel
-# (spec §1.2). The released stage-1 model uses full causal temporal attention; stage 2 uses
-# 10x10 windows shifted by 5 on odd layers (spec §2.2, §4.1).
+# (THUDM/CogVideo models/cogvideo_model.py). The released stage-1 model uses full causal temporal attention; stage 2 uses
+# 10x10 windows shifted by 5 on odd layers (--window-size -1 / 10 in the release's scripts).
 _COGVIDEO_STAGE1 = _video(_COGVIEW2_6B, stage="sequential",
                           layout={"frames": 5, "extra_position_rows": 2000},
                           temporal={"window": None})

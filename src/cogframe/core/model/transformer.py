@@ -1,4 +1,4 @@
-"""The CogVideo transformer, top to bottom (spec §1-§3).
+"""The CogVideo transformer, top to bottom (arXiv 2205.15868; THUDM/CogVideo models/cogvideo_model.py).
 
 Read it in order:
 
@@ -154,7 +154,7 @@ class SpatialAttention(nn.Module):
 
 
 class TemporalChannel(nn.Module):
-    """CogVideo's trainable attention-plus channel of one layer (spec §1.2, §3).
+    """CogVideo's trainable attention-plus channel of one layer (``attention_plus`` in models/cogvideo_model.py).
 
     ``alpha_logit`` is the paper's ``a``: the frame output is
     ``sigmoid(a) * base + (1 - sigmoid(a)) * plus``; ``a = 0`` gives 0.5 at initialisation.
@@ -197,7 +197,7 @@ class KVCache:
 
     The spatial channel only ever looks at text and the query's own frame, so callers may
     drop the spatial keys of finished frames with :meth:`retain_spatial_frames` (the released
-    sampler's "limited spatial channel memory", spec §7); the temporal channel keeps all.
+    sampler's "limited spatial channel memory", models/cogvideo_cache_model.py); the temporal channel keeps all.
     Masks are evaluated on the cached slot ids, so dropping keys never changes results for
     queries that could not see them.
     """
@@ -243,7 +243,7 @@ class KVCache:
 class TransformerLayer(nn.Module):
     """One Sandwich-LN layer: ``h = x + LN3(attn(LN1 x))``, ``out = h + LN4(MLP(LN2 h))``.
 
-    In a video model the attention is dual-channel (spec §3): both channels read the same
+    In a video model the attention is dual-channel (arXiv 2205.15868, Sec. 3.2): both channels read the same
     ``LN1(x)``; text rows use the base channel only; frame rows mix
     ``sigmoid(a) * Dense_base(ctx_spatial) + (1 - sigmoid(a)) * Dense_plus(ctx_temporal)``.
     """
@@ -377,7 +377,7 @@ class CogVideoTransformer(nn.Module):
 
     @torch.no_grad()
     def init_temporal_from_base(self) -> None:
-        """CogVideo's ``reinit`` of the new parameters from the inherited ones (spec §1.2)."""
+        """CogVideo's ``reinit`` of the new parameters from the inherited ones (models/cogvideo_model.py)."""
         if not self.config.has_temporal_channel:
             return
         for layer in self.layers:
@@ -410,7 +410,7 @@ class CogVideoTransformer(nn.Module):
 
     # ------------------------------------------------------------------------ forward
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Word + position embeddings; positions past frame 0 read the extra table (spec §1.5)."""
+        """Word + position embeddings; positions past frame 0 read the extra table (``position_embedding_forward``)."""
         extra_start = self.config.layout.extra_position_start
         h = self.word_embeddings(input_ids)
         base = self.position_embeddings(position_ids.clamp(max=extra_start - 1))
@@ -445,8 +445,9 @@ class CogVideoTransformer(nn.Module):
             cache: When given, rows attend to every cached slot plus themselves, and their keys
                 and values are appended to the cache (incremental decoding).
             use_temporal: False runs frame rows through the base channel only (CogVideo's
-                first frame is plain CogView2, spec §2.2).
-            text_bias: Constant added to query->text logits (spec §3, inference only).
+                first frame is plain CogView2, ``process_stage1``).
+            text_bias: Constant added to query->text logits (the release's
+                ``log_text_attention_weights``, inference only).
             return_hidden: Return the final hidden states instead of logits.
 
         Returns:
@@ -490,7 +491,7 @@ class CogVideoTransformer(nn.Module):
         h = self.final_layernorm(h)
         if return_hidden:
             return h
-        # Tied output head, restricted to image ids (spec §1.1).
+        # Tied output head, restricted to image ids (SAT ``final_forward_default``).
         return h @ self.word_embeddings.weight[: cfg.image_vocab_size].t()
 
     def new_cache(self) -> KVCache:
@@ -499,7 +500,8 @@ class CogVideoTransformer(nn.Module):
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the loss-masked slots (spec §6).
+    """Mean next-token cross-entropy over the loss-masked slots (pretrain_cogvideo.py
+    ``forward_step``).
 
     Args:
         logits: ``[B, S, image_vocab]``.

@@ -1,6 +1,10 @@
-"""EMA vector quantiser with dead-code restart (the codebook of a VQ-VAE image tokenizer).
+"""The trainable codebook of cogframe's VQ-VAE: EMA updates with dead-code restart.
 
-Codebook updates follow VQ-VAE-2 / icetk's ``VectorQuantizeEMA`` (spec §10.1): codes are the
+:class:`EMACodebook` is the quantiser that *trains*: it updates itself from the data and restarts
+dead codes. icetk's released codebook, which only encodes and carries a 1x1 input projection, is
+:class:`~cogframe.core.model.icetk_vqvae.IcetkCodebook`.
+
+Codebook updates follow VQ-VAE-2 (arXiv 1906.00446) / icetk's ``VectorQuantizeEMA``: codes are the
 nearest codebook rows in L2; the codebook is not trained by gradients but tracks exponential moving
 averages of the encoder outputs assigned to each code (decay 0.99), with Laplace-smoothed cluster
 sizes so that a code with no assignments does not divide by zero.
@@ -18,11 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VectorQuantizerEMA"]
+__all__ = ["EMACodebook"]
 
 
-class VectorQuantizerEMA(nn.Module):
-    """Nearest-neighbour quantiser over ``[N, D, H, W]`` feature maps with an EMA codebook.
+class EMACodebook(nn.Module):
+    """Nearest-neighbour quantiser over ``[N, D, H, W]`` feature maps whose codebook trains by EMA.
+
+    Not trained by gradients: in training mode every forward moves the codes towards the encoder
+    outputs assigned to them and restarts dead codes; the gradient passes straight through.
 
     Args:
         codebook_size: Number of codes K.

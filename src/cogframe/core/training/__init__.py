@@ -1,1 +1,7 @@
-"""core/training."""
+"""Training: ``loop.py`` (the loop shared by text-to-image pretraining and both CogVideo stages),
+``settings.py`` (the typed sections of the ``train`` task, readable without torch),
+``batches.py`` (deterministic step-indexed batches), ``checkpoint.py`` (atomic safetensors
+checkpoints with trainer state), ``distributed.py`` (single process or FSDP2 under torchrun, and
+consolidating sharded checkpoints) and ``memory_plan.py`` (parameter counts and memory per device
+on the meta device, behind ``cogframe plan``).
+"""

@@ -1,7 +1,7 @@
-"""Deterministic batches: the samples of a step are a pure function of (seed, step).
+"""Deterministic batches: the examples of a step are a pure function of (seed, step).
 
 Exact resume needs no data-loader state: a resumed run asks for step ``s`` and gets the very
-samples the interrupted run would have seen. Every epoch is a fresh seeded permutation of the
+examples the interrupted run would have seen. Every epoch is a fresh seeded permutation of the
 dataset; a global batch is cut into ``grad_accum`` micro-batches and, under data parallelism,
 into one contiguous slice per rank, so 1 process and N processes see the same global batch.
 """
@@ -14,34 +14,37 @@ import torch
 
 from cogframe.errors import ConfigError, DataError
 
-__all__ = ["SampleDataset", "StepBatches", "collate"]
+__all__ = ["ExampleDataset", "StepBatches", "collate"]
 
 
-class SampleDataset(Protocol):
-    """Indexable samples: ``dataset[i]`` is a dict of tensors (one sample, no batch dim)."""
+class ExampleDataset(Protocol):
+    """Indexable training examples: ``dataset[i]`` is a dict of tensors (one example, no batch dim).
+
+    Named "example", not "sample": in cogframe a sample is a token draw.
+    """
 
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Mapping[str, torch.Tensor]: ...
 
 
-def collate(samples: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack a list of sample dicts into one batch dict."""
-    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+def collate(examples: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack a list of example dicts into one batch dict."""
+    return {key: torch.stack([e[key] for e in examples]) for key in examples[0]}
 
 
 class StepBatches:
     """Batches indexed by step.
 
     Args:
-        dataset: The samples.
+        dataset: The training examples.
         batch_size: Global batch size per micro-batch step (split across ranks).
         grad_accum: Micro-batches per optimizer step.
         seed: Seed of the per-epoch permutations.
         shuffle: False keeps dataset order (validation).
     """
 
-    def __init__(self, dataset: SampleDataset, batch_size: int, *, grad_accum: int = 1,
+    def __init__(self, dataset: ExampleDataset, batch_size: int, *, grad_accum: int = 1,
                  seed: int = 0, shuffle: bool = True):
         if len(dataset) == 0:
             raise DataError("the dataset is empty: run the prepare recipe first, or check the "

@@ -30,7 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cogframe.core.io.atomic import atomic_write_text, fsync_dir
+from cogframe.core.io.atomic import atomic_path, atomic_write_text, fsync_dir
+from cogframe.core.weights.safe_load import check_finite
 from cogframe.errors import DataError
 
 __all__ = [
@@ -66,25 +67,38 @@ class TrainerState:
 def save_model_weights(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                        metadata: Mapping[str, str] | None = None) -> None:
     """Write tensors to one safetensors file atomically (contiguous CPU copies)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(plain, str(tmp), metadata=dict(metadata or {}))
-    _fsync(tmp)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    # A unique temporary name (not a fixed ".name.tmp"): two writers never share one.
+    with atomic_path(path) as tmp:
+        save_file(plain, str(tmp), metadata=dict(metadata or {}))
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise DataError(f"checkpoint file {path} is missing; the checkpoint is incomplete. "
-                        "Delete that checkpoint folder or resume from an earlier one.")
+        _refuse_sharded(path.parent)
+        raise DataError(f"checkpoint file {path} is missing; the checkpoint is incomplete (a file "
+                        f"was removed after it was written). Move {path.parent} aside to resume "
+                        "from an earlier checkpoint, or restore the file from a backup.")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"checkpoint file {path} is corrupt ({exc}). Delete it and resume from "
-                        "an earlier checkpoint, or retrain.") from None
+        raise DataError(f"weights file {path} is corrupt or truncated ({exc}). Restore it, resume "
+                        "from an earlier checkpoint, or retrain.") from None
+
+
+def _refuse_sharded(folder: Path) -> None:
+    """A sharded (FSDP2) checkpoint read as a single-process one: say how to read it instead."""
+    try:
+        trainer = json.loads((folder / "trainer.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(trainer, dict) and trainer.get("format") == "dcp":
+        world = trainer.get("world_size", "N")
+        raise DataError(
+            f"{folder} is a sharded checkpoint written by {world} processes (FSDP2); it holds no "
+            f"model.safetensors and is not damaged. Resume it with the same number of processes "
+            f"(`cogframe run --nproc {world} RECIPE resume=true`), or merge it into one file with "
+            f"`cogframe consolidate {folder} OUT.safetensors` and start a new run from that.")
 
 
 def load_model_weights(model: torch.nn.Module, path: str | os.PathLike, *,
@@ -113,6 +127,10 @@ def load_model_weights(model: torch.nn.Module, path: str | os.PathLike, *,
     if extra and strict:
         raise DataError(f"checkpoint {path} has tensors the model lacks, first '{extra[0]}' "
                         f"({len(extra)} in all); it was written by a different model.")
+    for name in own:
+        if name in tensors:
+            check_finite(name, tensors[name], what=f"weights file {path}",
+                         fix="Use a checkpoint from before the run diverged, or retrain.")
     with torch.no_grad():
         for name, value in own.items():
             if name in tensors:
@@ -308,9 +326,10 @@ def load_checkpoint(
     except FileNotFoundError:
         raise DataError(f"{trainer_file} is missing: {path} is not a complete cogframe "
                         "checkpoint.") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{trainer_file} is corrupt ({exc}); resume from an earlier "
-                        "checkpoint.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{trainer_file} is corrupt ({exc}); move {path} aside to resume from an "
+                        "earlier checkpoint.") from None
+    _refuse_sharded(path)
     if model is not None:
         load_model_weights(model, path / "model.safetensors")
     if optimizer is not None:

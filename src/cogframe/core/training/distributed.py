@@ -199,21 +199,29 @@ class DistributedContext:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-        trainer = json.loads((Path(path) / "trainer.json").read_text())
+        try:
+            trainer = json.loads((Path(path) / "trainer.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{Path(path) / 'trainer.json'} is missing or corrupt ({exc}); move {path} "
+                            "aside to resume from an earlier checkpoint.") from None
         if trainer.get("format") != "dcp":
-            raise DataError(f"{path} is a single-process checkpoint; resume it with one process "
-                            "or start the distributed run from its model.safetensors.")
+            raise DataError(f"{path} is a single-process checkpoint; resume it without --nproc "
+                            "(one process), or start the distributed run from its model.safetensors "
+                            "(model.init.from or model.weights).")
+        # Checked before reading any shard: another world size cannot restore the RNG states.
+        rng = Path(path) / f"rng_rank{self.rank}.safetensors"
+        if trainer.get("world_size") != self.world_size or not rng.exists():
+            saved = trainer.get("world_size")
+            raise DataError(
+                f"{path} is a sharded checkpoint written by {saved} processes, and this run has "
+                f"{self.world_size}; the checkpoint is fine. Resume it with "
+                f"`cogframe run --nproc {saved} RECIPE resume=true`, or merge it with "
+                f"`cogframe consolidate {path} OUT.safetensors` and start a new run from the weights.")
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=str(Path(path) / "dcp"))
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
-        rng = Path(path) / f"rng_rank{self.rank}.safetensors"
-        if not rng.exists() or trainer.get("world_size") != self.world_size:
-            raise DataError(
-                f"{path} was written by {trainer.get('world_size')} processes and has no RNG state "
-                f"for rank {self.rank} of {self.world_size}; resume with the same --nproc, or "
-                "consolidate it (`cogframe consolidate`) and start a new run from the weights.")
         restore_rng_state(load_file(str(rng)), json.loads((Path(path) / f"rng_rank{self.rank}.json").read_text()))
         return TrainerState(trainer["step"], trainer["scheduler"], trainer["metrics"],
                             trainer["recipe"])

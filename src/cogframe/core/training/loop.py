@@ -13,6 +13,7 @@ by rank and saves sharded checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,54 +25,11 @@ from tqdm.auto import tqdm
 
 from cogframe.core.training.batches import StepBatches
 from cogframe.core.training.checkpoint import TrainerState
+from cogframe.core.training.settings import TrainSettings
 from cogframe.core.model.transformer import CogVideoTransformer, loss_fn
-from cogframe.errors import ConfigError
+from cogframe.errors import ConfigError, problems_error
 
 __all__ = ["TrainSettings", "Logger", "train", "lr_at", "select_device", "autocast_dtype"]
-
-
-@dataclass
-class TrainSettings:
-    """Hyper-parameters of a training run (the ``train:`` section of a recipe).
-
-    Defaults are the paper's where it has one (spec §6): Adam 2e-4, betas (0.9, 0.95),
-    eps 1e-8, weight decay 1e-4 (the released ds_config), gradient clip 0.1, cosine decay.
-    """
-
-    steps: int
-    batch_size: int
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 1e-4
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    grad_clip: float | None = 0.1
-    grad_accum: int = 1
-    dtype: str = "float32"
-    activation_checkpointing: bool = False
-    seed: int = 0
-    device: str = "auto"
-    log_every: int = 1
-    eval_every: int = 0
-    eval_batches: int = 2
-    save_every: int = 0
-    keep_last: int | None = 3
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        for name in ("steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}.")
-        if self.dtype == "float16":
-            # The released model trained in fp16 with dynamic loss scaling; without a grad scaler
-            # fp16 gradients underflow, and on CPU fp16 matmuls are ~1000x slower. bf16 needs no
-            # scaling.
-            raise ConfigError("train.dtype=float16 is not supported (it needs dynamic loss "
-                              "scaling); use bfloat16 (same memory, no scaling) or float32.")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"train.dtype must be float32 or bfloat16, got {self.dtype!r}.")
 
 
 class Logger(Protocol):
@@ -83,10 +41,17 @@ class Logger(Protocol):
 
 
 def lr_at(step: int, settings: TrainSettings) -> float:
-    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio``.
+
+    The schedule is evaluated at ``settings.schedule_offset + step``. The cosine spans
+    ``decay_steps`` steps after warmup (SAT's ``AnnealingLR`` divides by ``--train-iters``), or,
+    when that is None, the rest of the run; past its end the rate stays at the floor.
+    """
+    step = settings.schedule_offset + step
     if settings.warmup_steps and step < settings.warmup_steps:
         return settings.lr * (step + 1) / settings.warmup_steps
-    span = max(1, settings.steps - settings.warmup_steps)
+    span = settings.decay_steps or max(1, settings.schedule_offset + settings.steps
+                                        - settings.warmup_steps)
     progress = min(1.0, (step - settings.warmup_steps) / span)
     floor = settings.lr * settings.min_lr_ratio
     return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -158,7 +123,7 @@ def train(
         model: The model (already built, inherited and frozen as the recipe says).
         settings: Hyper-parameters.
         train_data: Deterministic batches: ``batch(step, micro, rank, world)``.
-        boi_id: The [BOI] token id (input convention, spec §1.6).
+        boi_id: The [BOI] token id (input convention: it replaces each frame's first input).
         run_dir: Run folder: checkpoints under ``checkpoints/``, final weights in
             ``model.safetensors``.
         val_data: Validation batches (optional).
@@ -172,6 +137,10 @@ def train(
     """
     from cogframe.core.training.distributed import DistributedContext
 
+    # Recipes are checked at validation; this catches settings built in code (the same checks).
+    problems = [dataclasses.replace(p, where=f"train.{p.where}") for p in settings.problems()]
+    if problems:
+        raise problems_error("the train settings are invalid", problems)
     ctx = ctx or DistributedContext.single(select_device(settings.device))
     device = ctx.device
     amp = autocast_dtype(settings.dtype, device)
@@ -269,4 +238,5 @@ def train(
 
 def _schedule_state(settings: TrainSettings) -> dict[str, Any]:
     return {"kind": "warmup_cosine", **{k: v for k, v in asdict(settings).items()
-                                         if k in ("lr", "warmup_steps", "min_lr_ratio", "steps")}}
+                                         if k in ("lr", "warmup_steps", "min_lr_ratio", "steps",
+                                                  "decay_steps", "schedule_offset")}}

@@ -1,1 +1,8 @@
-"""core/weights."""
+"""Weights on disk: ``safe_load.py`` (torch pickles loaded without running their code),
+``sharded_safetensors.py`` (``model-0000k-of-0000N.safetensors`` plus its index),
+``pretrained.py`` (cogframe's pretrained-weights folder: shards + ``config.yaml``),
+``sat_mapping.py`` (SwissArmyTransformer parameter names and configs <-> cogframe's),
+``sat_files.py`` (reading and writing SAT checkpoint folders), ``convert.py`` (released SAT
+checkpoints -> cogframe weights and back) and ``icetk_files.py`` (the icetk files the released
+models need and where to get them).
+"""

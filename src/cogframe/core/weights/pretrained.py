@@ -23,6 +23,7 @@ import yaml
 from cogframe.core.io.atomic import atomic_write_text
 from cogframe.core.model.transformer import CogVideoTransformer
 from cogframe.core.model.presets import PRESETS, build_model, model_config
+from cogframe.core.weights.safe_load import check_finite, first_non_finite
 from cogframe.core.weights.sharded_safetensors import INDEX_FILE, SHARD_PATTERN, iter_sharded, load_sharded, read_shapes, save_sharded
 from cogframe.errors import CogframeError, ConfigError, DataError, ShapeError
 
@@ -240,10 +241,21 @@ def read_weights_info(folder: str | Path) -> WeightsInfo:
                        body.get("source"))
 
 
+_NON_FINITE_FIX = ("Convert the original checkpoint again (`cogframe convert`), or use weights from "
+                   "before the run diverged.")
+
+
 def load_weights(folder: str | Path) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """The tensors (cogframe names, stored dtype, CPU) and the config of a weights folder."""
+    """The tensors (cogframe names, stored dtype, CPU) and the config of a weights folder.
+
+    Raises:
+        DataError: A missing/corrupt file, or a tensor holding NaN or infinity (named).
+    """
     info = read_weights_info(folder)
-    return load_sharded(folder), info
+    tensors = load_sharded(folder)
+    for name, tensor in tensors.items():
+        check_finite(name, tensor, what=f"weights folder {folder}", fix=_NON_FINITE_FIX)
+    return tensors, info
 
 
 def load_pretrained(folder: str | Path, *, dtype: str | torch.dtype = "float32",
@@ -264,7 +276,8 @@ def load_pretrained(folder: str | Path, *, dtype: str | torch.dtype = "float32",
         temporal_attention: Backend of the temporal channel (default: dense SDPA).
 
     Raises:
-        DataError/ShapeError: Missing, unexpected or wrongly shaped tensors, all listed.
+        DataError/ShapeError: Missing, unexpected or wrongly shaped tensors, all listed; a tensor
+            holding NaN or infinity (or overflowing ``dtype``), named.
         ConfigError: float16 on a CPU, or an unknown dtype.
     """
     dtype = parse_dtype(dtype)
@@ -276,7 +289,14 @@ def load_pretrained(folder: str | Path, *, dtype: str | torch.dtype = "float32",
                         temporal_attention=temporal_attention, device="meta")
     check_state_dict(shapes_of(model.state_dict()), read_shapes(folder), what=f"weights folder {folder}",
                      fix="Re-run `cogframe convert`, or drop the overrides that change sizes.")
-    state = {name: tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
-             for name, tensor in iter_sharded(folder)}
+    state = {}
+    for name, stored in iter_sharded(folder):
+        tensor = stored.to(device=device, dtype=dtype if stored.is_floating_point() else stored.dtype)
+        if first_non_finite(tensor) is not None:  # checked after the cast: it can overflow float16
+            check_finite(name, stored, what=f"weights folder {folder}", fix=_NON_FINITE_FIX)
+            raise DataError(f"weights folder {folder}: tensor '{name}' is finite as stored "
+                            f"({dtype_name(stored.dtype)}) but overflows {dtype_name(dtype)}; sample "
+                            "with dtype bfloat16 or float32.")
+        state[name] = tensor
     model.load_state_dict(state, assign=True)
     return model.eval()

@@ -9,6 +9,11 @@ Checkpoints written by DeepSpeed (SwissArmyTransformer's training checkpoints) a
 random-number-generator state of numpy and sometimes an ``argparse.Namespace``. Those are pure data,
 so :data:`DATA_ONLY_GLOBALS` allowlists exactly them; any other global is refused with a
 :class:`~cogframe.errors.DataError` that names it.
+
+Safetensors files cannot run code, but they can be truncated or not safetensors at all:
+:func:`read_safetensors` turns every such failure into a ``DataError`` naming the file. Weights
+can also be NaN or infinite (a diverged run, a broken conversion); a model built from them
+generates garbage without any error, so :func:`check_finite` refuses them, naming the tensor.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 
 from cogframe.errors import DataError
 
-__all__ = ["DATA_ONLY_GLOBALS", "safe_torch_load"]
+__all__ = ["DATA_ONLY_GLOBALS", "safe_torch_load", "read_safetensors", "check_finite", "first_non_finite"]
 
 # Globals that only rebuild data (numpy arrays/scalars/dtypes, a namespace of values). Each entry is
 # "module:attribute" of the object to allow, keyed by the dotted name a pickle may refer to it by
@@ -127,6 +132,66 @@ def safe_torch_load(path: str | Path, *, what: str, mmap: bool = True) -> Any:
                 "truncated or corrupt; re-download or re-save it.") from None
     raise DataError(f"cannot read {what} {path}: it needs too many non-tensor globals; re-save its "
                     "tensors only, e.g. torch.save({'module': state_dict}, path).")
+
+
+def read_safetensors(path: str | Path, *, what: str, fix: str = "Re-create or re-download it.") -> dict:
+    """All tensors of one safetensors file, on the CPU, with clear errors.
+
+    Args:
+        path: The ``.safetensors`` file.
+        what: What the file is, for messages (e.g. ``"model.init.from"``).
+        fix: What to do about a missing, truncated or foreign file.
+
+    Raises:
+        DataError: The file is missing, a folder without weights, truncated, or not safetensors.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path} is not a file. {fix}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise DataError(f"cannot read {what} {path}: it is truncated or not a safetensors file "
+                        f"({type(exc).__name__}: {_last_line(exc)}). {fix}") from None
+
+
+_CHUNK = 1 << 24  # elements per isfinite pass: bounds the temporary bool tensor (16 MB)
+
+
+def first_non_finite(tensor: torch.Tensor) -> tuple[int, float] | None:
+    """``(flat index, value)`` of the first NaN/inf element of a floating tensor, else None."""
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return None
+    flat = tensor.detach().reshape(-1)
+    for start in range(0, flat.numel(), _CHUNK):
+        bad = ~torch.isfinite(flat[start:start + _CHUNK])
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0, 0]) + start
+            return index, float(flat[index])
+    return None
+
+
+def check_finite(name: str, tensor: torch.Tensor, *, what: str, fix: str) -> None:
+    """Raise when ``tensor`` holds a NaN or an infinity.
+
+    Args:
+        name: The tensor's name, for the message.
+        tensor: The tensor (any device; only floating dtypes can be non-finite).
+        what: Where it came from (a file), for the message.
+        fix: What the user should do.
+
+    Raises:
+        DataError: Naming the tensor, the first bad element and its value.
+    """
+    bad = first_non_finite(tensor)
+    if bad is not None:
+        count = int((~torch.isfinite(tensor.detach())).sum())
+        raise DataError(f"{what}: tensor '{name}' holds non-finite values ({count} of {tensor.numel()}, "
+                        f"first {bad[1]} at flat index {bad[0]}); a model with these weights computes "
+                        f"garbage. {fix}")
 
 
 def _last_line(exc: BaseException) -> str:

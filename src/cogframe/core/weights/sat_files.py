@@ -1,4 +1,4 @@
-"""Reading and writing SwissArmyTransformer checkpoint folders (spec §9).
+"""Reading and writing SwissArmyTransformer checkpoint folders (SAT training/model_io.py).
 
 A SAT folder (as unzipped from the release, e.g. ``cogvideo-stage1/``)::
 
@@ -64,7 +64,13 @@ def _read_latest(folder: Path) -> str:
         hint = f" It contains SAT folders {', '.join(inside)}: point at one of them." if inside else ""
         raise DataError(f"{folder} is not a SwissArmyTransformer checkpoint: there is no '{LATEST_FILE}' file "
                         f"in it.{hint} {_LAYOUT_HELP}")
-    text = latest.read_text(encoding="utf-8").strip()
+    try:
+        text = latest.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raw = latest.read_bytes()[:40]
+        raise DataError(f"{latest} is not text (it starts with bytes {raw!r}); it must hold an iteration "
+                        f"number > 0 or 'release'. Write the name of the subfolder that holds {STATES_FILE} "
+                        "into it, or unzip the release again.") from None
     if text != "release" and not (text.isdigit() and int(text) > 0):
         raise DataError(f"{latest} holds {text!r}; it must be an iteration number > 0 or 'release'. "
                         f"Write the name of the subfolder that holds {STATES_FILE} into it.")

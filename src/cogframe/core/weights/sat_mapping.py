@@ -1,9 +1,10 @@
-"""SwissArmyTransformer (SAT) checkpoint names and configs <-> cogframe's (spec §9).
+"""SwissArmyTransformer (SAT) checkpoint names and configs <-> cogframe's (SAT model/base_model.py and
+training/model_io.py; CogVideo models/cogvideo_model.py).
 
 The released CogView2 and CogVideo weights are SAT checkpoints. Two things differ from cogframe:
 
 * **Tensor names.** :data:`SAT_KEY_TABLE` is the one mapping, one row per tensor family, to be
-  read against the key list of spec §9. ``{i}`` is a layer index, ``{p}`` is ``weight`` or
+  read against the released checkpoints' state-dict keys. ``{i}`` is a layer index, ``{p}`` is ``weight`` or
   ``bias``. Values are never reshaped or transposed: both sides store PyTorch ``[out, in]``
   linear weights with QKV rows ``[Q; K; V]``, so every tensor maps one to one.
 * **Model config.** SAT's ``model_config.json`` holds argparse values (``num_attention_heads``,
@@ -122,7 +123,7 @@ def rename_keys(keys: Iterable[str], *, to: str) -> tuple[dict[str, str], list[s
 
 # ================================================================================== configs
 ICETK_IMAGE_TOKENS = 20000
-"""Image ids of the released models: icetk's codebook (spec §1.3); SAT configs do not store it."""
+"""Image ids of the released models: icetk's codebook (THUDM/icetk ``num_image_tokens``); SAT configs do not store it."""
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,10 @@ def preset_from_sat_config(sat_cfg: Mapping[str, Any], *, image_vocab_size: int 
     """A cogframe preset dict from a SAT ``model_config.json``.
 
     The stage comes from ``cogvideo_stage`` (absent: a CogView2 text-to-image model); the layout from
-    ``layout``/``max_sequence_length``/``additional_seqlen``; the temporal window from
-    ``window_size`` (``-1``: full causal attention, else a square window shifted by half).
+    ``layout``/``max_sequence_length``/``additional_seqlen``. A stage-1 model always gets full
+    causal temporal attention, whatever ``window_size`` says, because the released stage-1
+    inference forces ``window_size=-1``; a stage-2 model takes its window from ``window_size``
+    (``-1``: full causal attention, else a square window shifted by half; default 10).
 
     Args:
         sat_cfg: The parsed ``model_config.json``.
@@ -223,7 +226,12 @@ def preset_from_sat_config(sat_cfg: Mapping[str, Any], *, image_vocab_size: int 
             if video else 0,
         },
     }
-    if video:
+    if video and int(stage_id) == 1:
+        # The release's stage-1 inference class (InferenceModel_Sequential in THUDM/CogVideo
+        # cogvideo_pipeline.py) passes window_size=-1 whatever model_config.json holds, and the
+        # stage-1 training script trains with --window-size -1: stage 1 is full causal.
+        preset["temporal"] = {"window": None}
+    elif video:
         window = int(sat_cfg.get("window_size", _FACTS.default_window_size))
         preset["temporal"] = ({"window": None} if window == -1
                               else {"window": [window, window], "shift": [window // 2, window // 2]})
@@ -245,7 +253,7 @@ def sat_config_from_preset(preset: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises:
         DataError: The preset uses something SAT's CogVideo code cannot express (a non-square frame,
-            window or a shift other than half the window, a temporal extent).
+            window or a shift other than half the window, a temporal extent, a windowed stage 1).
     """
     layout = preset["layout"]
     stage = preset.get("stage", "text_to_image")
@@ -278,6 +286,13 @@ def sat_config_from_preset(preset: Mapping[str, Any]) -> dict[str, Any]:
         out["additional_seqlen"] = int(layout["extra_position_rows"])
         out["cogvideo_stage"] = 1 if stage == "sequential" else 2
         out["window_size"] = _sat_window(preset.get("temporal") or {})
+        if out["cogvideo_stage"] == 1 and out["window_size"] != -1:
+            raise DataError(
+                f"this stage-1 model uses a {out['window_size']}x{out['window_size']} temporal window, but "
+                "CogVideo's stage-1 code (and cogframe's SAT reader) always runs stage 1 with full causal "
+                "temporal attention (window_size=-1), so the SAT checkpoint would not reproduce it. Convert "
+                "a stage-1 model trained with model.overrides.temporal.window=null, or keep it as cogframe "
+                "weights.")
     # cogframe-only keys for models that differ from CogVideo's hard-coded values; SAT copies unknown
     # config keys onto its args and ignores them.
     if int(preset["image_vocab_size"]) != ICETK_IMAGE_TOKENS:

@@ -1,9 +1,9 @@
-"""Index plans that turn a 3D-window attention call into batched per-window attention.
+"""Window partitions: the index tables that turn a 3D-window attention call into per-window attention.
 
-The ``swin3d`` backend computes the temporal channel window by window (spec §4.1): roll the frame
+The ``swin3d`` backend computes the temporal channel window by window (models/cogvideo_model.py, THUDM/CogVideo): roll the frame
 grid by ``-shift``, cut it into ``(rows, cols)`` windows that hold every frame's tokens of that
 window (frame-major, then row-major), attend inside each window with the text keys joined into the
-same softmax, and put the results back. A :class:`WindowPlan` holds that recipe as plain index
+same softmax, and put the results back. A :class:`WindowPartition` holds that recipe as plain index
 tensors plus the per-window additive mask, so one call is a few ``index_select`` s and one fused
 ``scaled_dot_product_attention`` over ``[windows, heads, tokens, head_dim]``.
 
@@ -17,7 +17,7 @@ region mask. When it is not, a bin that would straddle two partitions starts a n
 is padding, which the mask hides. Either way every pair of slots in one bin lands in one window,
 so the result is exact for any grid, window and shift.
 
-The plan is built from the slot tables alone, which is what lets it serve reordered inputs
+The partition is built from the slot tables alone, which is what lets it serve reordered inputs
 (stage-2 inference order) and key sets that are not the whole sequence: rows are located through
 the slot -> row inverse, never assumed to be in natural order.
 """
@@ -33,11 +33,11 @@ from cogframe.core.model.layout import SlotCoords
 from cogframe.core.model.masks import MaskSpec, window_bin
 from cogframe.errors import ShapeError
 
-__all__ = ["WindowPlan", "axis_partition", "build_plan"]
+__all__ = ["WindowPartition", "axis_partition", "build_partition"]
 
 
 @dataclass(frozen=True)
-class WindowPlan:
+class WindowPartition:
     """How to run one (mask, q_slots, k_slots) call as per-window attention.
 
     Attributes:
@@ -136,7 +136,7 @@ class _WindowGrid:
     def positions(self, frames: torch.Tensor, slots: torch.Tensor) -> tuple[SlotCoords, torch.Tensor]:
         """Coordinates and rows of the ``[nW, T * wx * wy]`` window positions of ``frames``.
 
-        Positions are frame-major, then row-major inside the window (spec §4.1). Rows index
+        Positions are frame-major, then row-major inside the window (as the release's window partition). Rows index
         ``slots``; -1 marks padding and slots that ``slots`` does not contain.
         """
         layout = self.layout
@@ -154,9 +154,9 @@ class _WindowGrid:
         return coords, rows.reshape(windows, -1)
 
 
-def build_plan(mask: MaskSpec, q_slots: torch.Tensor, k_slots: torch.Tensor,
-               dtype: torch.dtype, device: torch.device, text_bias: float = 0.0) -> WindowPlan | None:
-    """Plan per-window attention for a call, or None when the call is not window-shaped.
+def build_partition(mask: MaskSpec, q_slots: torch.Tensor, k_slots: torch.Tensor,
+                    dtype: torch.dtype, device: torch.device, text_bias: float = 0.0) -> WindowPartition | None:
+    """Partition a call into per-window attention, or None when the call is not window-shaped.
 
     Window-shaped means: a temporal rule with a window, distinct slots, and queries whose frame
     slots form complete frames (any frame subset, any order; text queries may be present). Keys
@@ -215,7 +215,7 @@ def build_plan(mask: MaskSpec, q_slots: torch.Tensor, k_slots: torch.Tensor,
     out_index[q_rows.flatten()[real_positions]] = real_positions
     out_index[text_q_rows] = windows * q_tokens + torch.arange(text_q_rows.numel())
 
-    return WindowPlan(
+    return WindowPartition(
         windows=windows, q_tokens=q_tokens, text_keys=n_text,
         q_index=q_rows.clamp(min=0).flatten().to(device),
         k_frame_index=k_rows.clamp(min=0).to(device), bias=bias.to(device),

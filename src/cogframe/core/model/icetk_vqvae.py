@@ -1,4 +1,8 @@
-"""The network of icetk's hierarchical VQ-VAE (spec §10.1), with icetk's module names.
+"""The network of icetk's hierarchical VQ-VAE, the image tokenizer of CogView2 and CogVideo.
+
+icetk (https://github.com/THUDM/icetk) is the tokenizer of CogView2 (arXiv 2204.14217) and CogVideo
+(arXiv 2205.15868). :class:`HVQVAE` is its three-level network; the ``icetk`` image-tokenizer
+component (``cogframe.plugins.icetk``) adds frame normalisation and reads ``ice_image.pt`` into it.
 
 Module and attribute names follow icetk's ``vqvae/enc_dec.py``, ``quantize.py`` and
 ``vqvae_hierarchical.py`` so that ``ice_image.pt`` loads by name:
@@ -10,13 +14,14 @@ Module and attribute names follow icetk's ``vqvae/enc_dec.py``, ``quantize.py`` 
   ``decs.0.up.4.attn.0``, ``decs.{k}.up.{level>0}.upsample.conv``, ``decs.{k}.norm_out``,
   ``decs.{k}.conv_out``;
 * ``quantize.proj``, ``quantize.embed.weight`` (an ``nn.Embedding``), ``quantize.cluster_size``,
-  ``quantize.embed_avg``;
+  ``quantize.embed_avg``: the :class:`IcetkCodebook` (icetk's class is ``VectorQuantizeEMA``;
+  only the state-dict path ``quantize.`` has to match, so the class is named for what it is);
 * ``down_samplers.{0,1}.conv_down_sampler.conv`` (the average-pooling half has no weights);
 * attention blocks: ``norm``, ``q``, ``k``, ``v``, ``proj_out`` (1x1 convolutions).
 
-Spec §10.1 states the prefixes; the names below them come from icetk's module structure and are
-not checked against the real file (it was not available); :class:`IceImageTokenizer` reports any
-missing or unexpected key when loading.
+The top-level prefixes are those of the released checkpoint; the names below them come from
+icetk's module structure and are not checked against the real file (it was not available); the
+``icetk`` component reports any missing or unexpected key when loading.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HVQVAE", "Encoder", "Decoder", "VectorQuantizeEMA", "ResidualDownSample"]
+__all__ = ["HVQVAE", "Encoder", "Decoder", "IcetkCodebook", "ResidualDownSample"]
 
 ENCODER_MULT = (1, 2, 4)
 DECODER_MULTS = ((1, 1, 1, 2, 4), (1, 1, 2, 4), (1, 2, 4))  # decs[0] x16, decs[1] x8, decs[2] x4
@@ -210,8 +215,12 @@ class Decoder(nn.Module):
         return self.conv_out(swish(self.norm_out(h)))
 
 
-class VectorQuantizeEMA(nn.Module):
-    """icetk's quantiser at inference: 1x1 pre-projection, then the nearest codebook row (L2).
+class IcetkCodebook(nn.Module):
+    """icetk's codebook, frozen: 1x1 pre-projection, then the nearest codebook row (L2).
+
+    Unlike :class:`~cogframe.core.model.vector_quantizer.EMACodebook`, it never trains: it exists
+    to encode with the released codebook (icetk's checkpoint calls this module ``quantize``, its
+    class ``VectorQuantizeEMA``).
 
     The EMA statistics ``cluster_size`` and ``embed_avg`` are kept as buffers so checkpoints load
     by name; encoding never updates them (neither does icetk's forward).
@@ -255,7 +264,7 @@ class HVQVAE(nn.Module):
         self.enc = Encoder(channels, z_channels)
         self.decs = nn.ModuleList(
             Decoder(mult, channels, z_channels, attn_at_lowest=(k == 0)) for k, mult in enumerate(DECODER_MULTS))
-        self.quantize = VectorQuantizeEMA(z_channels, z_channels, codebook_size)
+        self.quantize = IcetkCodebook(z_channels, z_channels, codebook_size)
         self.down_samplers = nn.ModuleList(ResidualDownSample(z_channels) for _ in range(len(DECODER_MULTS) - 1))
 
     def single_encode_codes(self, x: torch.Tensor, level: int) -> torch.Tensor:

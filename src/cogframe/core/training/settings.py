@@ -1,0 +1,267 @@
+"""The typed recipe sections of the ``train`` task, importable without torch.
+
+One dataclass per section, with its defaults and its value checks (``problems()``); the types are
+checked by :func:`cogframe.config.settings.read_section` with the same keyword checker that checks
+component keywords. Validation (``cogframe validate``) reads these without importing torch; the
+training loop (:mod:`cogframe.core.training.loop`) receives a built :class:`TrainSettings`.
+
+The defaults of :class:`TrainSettings` are the paper's where it gives one (CogVideo, arXiv
+2205.15868, section 4 and the released ds_config of the CogVideo branch of THUDM/CogVideo): Adam
+with lr 2e-4, betas (0.9, 0.95), eps 1e-8, weight decay 1e-4, gradient clip 0.1, cosine decay.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from cogframe.errors import Problem
+
+__all__ = [
+    "MAX_SEED",
+    "DataSettings",
+    "DistributedSettings",
+    "PlanSettings",
+    "TrainRunSettings",
+    "TrainSettings",
+    "cuda_device_problem",
+    "seed_problem",
+]
+
+# torch.manual_seed and torch.Generator take a signed 64-bit seed; larger ones fail deep inside.
+MAX_SEED = 2**63 - 1
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def seed_problem(seed: int, where: str) -> Problem | None:
+    """A seed outside ``[0, 2**63)`` as a Problem (None when it is fine).
+
+    Args:
+        seed: The seed as written in the recipe.
+        where: Its key path, e.g. ``"train.seed"``.
+    """
+    if 0 <= seed <= MAX_SEED:
+        return None
+    return Problem(where, f"is {seed}, outside 0 .. 2**63-1 (seeds are signed 64-bit integers)",
+                   "pick a seed in that range, e.g. 0")
+
+
+def cuda_device_problem(device: str, where: str) -> Problem | None:
+    """A CUDA device asked for on a machine without one, as a Problem (None when it is fine).
+
+    torch is imported only when the recipe asks for CUDA: ``auto`` and ``cpu`` need no check, so
+    validating a CPU or ``auto`` recipe stays torch-free.
+    """
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+        return Problem(where, f"is {device!r} but {build} (torch {torch.__version__})",
+                       f"set {where}=cpu (or auto, which picks CUDA when there is one), or install a "
+                       "CUDA build of torch on a machine with a GPU")
+    index = device.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        return Problem(where, f"is {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible",
+                       f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}, or cuda")
+    return None
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of a training run (the ``train:`` section of a recipe).
+
+    Attributes:
+        steps: Optimizer steps of the whole run (>= 1).
+        batch_size: Global batch size (>= 1), split over processes and ``grad_accum`` micro-steps.
+        lr: Peak learning rate (> 0).
+        betas: AdamW betas, each in [0, 1).
+        eps: AdamW epsilon (> 0).
+        weight_decay: Decoupled weight decay of matrices (>= 0).
+        warmup_steps: Linear warmup steps (>= 0, fewer than ``steps``).
+        min_lr_ratio: Cosine floor as a fraction of ``lr``, in [0, 1].
+        decay_steps: Length of the cosine after warmup (>= 1), or null for the rest of the run.
+            The released CogVideo scripts decay over ``--train-iters 500000`` and the paper
+            stopped far earlier, so the decay length is not the step count.
+        schedule_offset: Schedule step of this run's step 0 (>= 0): a run continuing another
+            run's schedule (CogVideo stage 1, phase 2, at 76000) starts where that one ended.
+        grad_clip: Gradient-norm clip (> 0), or null for none.
+        grad_accum: Micro-steps per optimizer step (>= 1).
+        dtype: ``float32`` or ``bfloat16`` autocast.
+        activation_checkpointing: Recompute layer activations in the backward pass.
+        seed: Seed of initialisation and data order, in [0, 2**63).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        log_every: Log metrics every N steps (>= 1).
+        eval_every: Validate every N steps (0: never).
+        eval_batches: Validation batches per evaluation (>= 1).
+        save_every: Checkpoint every N steps (0: only at the end).
+        keep_last: Checkpoints kept (>= 1), or null to keep all.
+        progress: Show a progress bar.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    decay_steps: int | None = None
+    schedule_offset: int = 0
+    grad_clip: float | None = 0.1
+    grad_accum: int = 1
+    dtype: str = "float32"
+    activation_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 1
+    eval_every: int = 0
+    eval_batches: int = 2
+    save_every: int = 0
+    keep_last: int | None = 3
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+
+    def problems(self) -> list[Problem]:
+        """Value checks (types are checked before): each wrong value with its fix."""
+        out: list[Problem] = []
+
+        def need(ok: bool, key: str, rule: str, fix: str) -> None:
+            if not ok:
+                out.append(Problem(key, f"must be {rule}, got {getattr(self, key)!r}", fix))
+
+        for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches"):
+            need(getattr(self, key) >= 1, key, "an integer >= 1", "set it to 1 or more")
+        for key in ("warmup_steps", "eval_every", "save_every", "schedule_offset"):
+            need(getattr(self, key) >= 0, key, "an integer >= 0", "set it to 0 (off) or more")
+        need(_positive(self.lr), "lr", "a positive number", "e.g. 2e-4 (a negative rate climbs the loss instead of descending it)")
+        need(_positive(self.eps), "eps", "a positive number", "e.g. 1e-8")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0",
+             "e.g. 1e-4, or 0 for none")
+        need(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "a number from 0 to 1",
+             "the cosine ends at lr * min_lr_ratio, e.g. 0.1")
+        need(self.decay_steps is None or self.decay_steps >= 1, "decay_steps", "an integer >= 1 or null",
+             "e.g. 500000 (the released --train-iters), or null to decay over the rest of the run")
+        need(self.grad_clip is None or _positive(self.grad_clip), "grad_clip", "a positive number or null",
+             "e.g. 1.0, or null for no clipping (a negative clip reverses the update)")
+        need(self.keep_last is None or self.keep_last >= 1, "keep_last", "an integer >= 1 or null",
+             "e.g. 3, or null to keep every checkpoint")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                           and 0 <= b < 1 for b in self.betas):
+            out.append(Problem("betas", f"must be two numbers in [0, 1), got {list(self.betas)!r}",
+                               "e.g. [0.9, 0.95]"))
+        if self.steps >= 1 and self.warmup_steps >= self.schedule_offset + self.steps:
+            out.append(Problem("warmup_steps", f"is {self.warmup_steps}, not fewer than steps ({self.steps})",
+                               "lower warmup_steps (the learning rate would never reach its cosine decay)"))
+        if self.dtype == "float16":
+            # The released model trained in fp16 with dynamic loss scaling; without a grad scaler
+            # fp16 gradients underflow, and on CPU fp16 matmuls are ~1000x slower. bf16 needs no
+            # scaling.
+            out.append(Problem("dtype", "float16 is not supported (it needs dynamic loss scaling)",
+                               "use bfloat16 (same memory, no scaling) or float32"))
+        elif self.dtype not in ("float32", "bfloat16"):
+            out.append(Problem("dtype", f"must be float32 or bfloat16, got {self.dtype!r}",
+                               "use float32 or bfloat16"))
+        if not _DEVICE.fullmatch(self.device):
+            out.append(Problem("device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}",
+                               "e.g. auto (CUDA when present, else CPU)"))
+        if (problem := seed_problem(self.seed, "seed")) is not None:
+            out.append(problem)
+        return out
+
+
+@dataclass(frozen=True)
+class TrainRunSettings:
+    """The top-level scalar keys of a train recipe.
+
+    Attributes:
+        output_dir: The run folder: checkpoints, ``model.safetensors``, metrics.
+        resume: Continue from the newest checkpoint in ``output_dir``.
+        overwrite: Delete an earlier run's checkpoints in ``output_dir`` first.
+    """
+
+    output_dir: str
+    resume: bool = False
+    overwrite: bool = False
+
+    def problems(self) -> list[Problem]:
+        """``output_dir`` must name a folder."""
+        if not self.output_dir.strip():
+            return [Problem("output_dir", "is empty", "name the run folder, e.g. output_dir=runs/my_run")]
+        return []
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The ``data:`` section of a train recipe: where the token shards are.
+
+    Attributes:
+        shards: The folder a ``prepare`` recipe wrote (``manifest.json`` + shards).
+        train_split: The split trained on.
+        val_split: The split validated on, or null for none.
+    """
+
+    shards: str
+    train_split: str = "train"
+    val_split: str | None = "val"
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """The ``distributed:`` section: FSDP2 precision under ``cogframe run --nproc N``.
+
+    Attributes:
+        param_dtype: Dtype of the unsharded working parameters (null: the master dtype).
+        reduce_dtype: Dtype of the gradient reduction.
+    """
+
+    param_dtype: str | None = "bfloat16"
+    reduce_dtype: str = "float32"
+
+    def problems(self) -> list[Problem]:
+        """Only float32 and bfloat16: float16 would need dynamic loss scaling."""
+        out = []
+        for key in ("param_dtype", "reduce_dtype"):
+            value = getattr(self, key)
+            if value is None and key == "param_dtype":
+                continue
+            if value not in ("float32", "bfloat16"):
+                extra = " (float16 needs dynamic loss scaling, which FSDP2 training here does not do)" \
+                    if value == "float16" else ""
+                out.append(Problem(key, f"must be float32 or bfloat16, got {value!r}{extra}",
+                                   f"set distributed.{key}=bfloat16 or float32"))
+        return out
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """The ``plan:`` section read by ``cogframe plan``.
+
+    Attributes:
+        devices: Device counts to plan memory for.
+        micro_batch: Samples per device per micro-step.
+    """
+
+    devices: list[int] = field(default_factory=lambda: [1, 8, 64])
+    micro_batch: int = 1
+
+    def problems(self) -> list[Problem]:
+        """Positive device counts and micro-batch."""
+        out = []
+        if not self.devices or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.devices):
+            out.append(Problem("devices", f"must be a list of positive integers, got {self.devices!r}",
+                               "e.g. plan.devices=[1,8,64]"))
+        if self.micro_batch < 1:
+            out.append(Problem("micro_batch", f"must be >= 1, got {self.micro_batch}", "e.g. plan.micro_batch=1"))
+        return out
+

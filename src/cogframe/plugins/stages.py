@@ -1,0 +1,260 @@
+"""Generation stages (kind ``stage``): key frames, stage-2 interpolation, two pixel baselines.
+
+A sample recipe lists its stages in order (:mod:`cogframe.core.generation.stages` runs them)::
+
+    stages:
+      - {name: key_frames}                       # stage 1 (model section stage1)
+      - {name: interpolation, rounds: 3}         # stage 2 (model section stage2): 5 -> 33 frames
+      # or a pixel baseline instead of stage 2:  {name: linear_blend, rounds: 3} / {name: repeat, rounds: 3}
+
+Every stage is built while the recipe is validated, with two runtime keywords the task supplies:
+``context`` (the recipe's shared settings, text tokenizer, model configs, and at run time the
+loaded models and samplers; see ``plugins/task_sample.py``) and ``fps`` (the frame rate of the
+frames it receives, None for the first stage). Building checks everything that needs no weights
+(the model section's stage and layout, trained frame rates, prompt lengths), so ``cogframe
+validate`` reports it; calling the stage generates. A third-party stage (say super-resolution)
+is one more class of this shape, registered like these.
+
+The prompts follow the release (``cogvideo_pipeline.py``): stage 1 reads ``"4.0s" <n> caption``,
+plus ``caption_suffix`` (" 视频") only when stage-1 guidance is on; every stage-2 round reads its
+duration prefix and the raw caption.
+
+Nothing here imports torch at import time.
+"""
+
+from __future__ import annotations
+
+from cogframe.config.generation import MAX_ROUNDS
+from cogframe.errors import ConfigError
+from cogframe.hookspecs import hookimpl
+from cogframe.registry import component
+
+__all__ = ["Interpolation", "KeyFrames", "LinearBlend", "Repeat"]
+
+_RUNTIME = ("context", "fps")
+
+
+def _rates(rates) -> str:
+    return ", ".join(f"{r:g}" for r in rates)
+
+
+def _check_rounds(rounds: int) -> None:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 0 <= rounds <= MAX_ROUNDS:
+        raise ConfigError(f"rounds: must be a whole number from 0 to {MAX_ROUNDS}, got {rounds!r}: 3 rounds "
+                          "turn 5 key frames into 33, 0 keeps the key frames")
+
+
+def _check_after_frames(fps, stage: str) -> float:
+    if fps is None:
+        raise ConfigError(f"the {stage} stage interpolates frames but comes first; list key_frames before it")
+    return float(fps)
+
+
+def _duration(fps: float, frames: int, fmt: str) -> str:
+    from cogframe.core.io.frame_rate import duration_prefix
+
+    return duration_prefix(fps, frames, fmt)
+
+
+@component("stage", "key_frames", runtime_kwargs=_RUNTIME,
+           description="Stage 1: the first frame (base channel), then the key frames with the KV cache.")
+class KeyFrames:
+    """CogVideo stage 1: frame 0 through the base channel only, then frames 1..T-1.
+
+    Shared settings come from the recipe's top level: ``guidance`` and ``negative_prompt``
+    (classifier-free guidance of the key frames), ``text_bias`` (only on passes without guidance:
+    the first frame, and the key frames when ``guidance`` is 1), ``parallel``, ``fps``/``duration``,
+    ``prefix_format``, ``first_frame_suffix``, ``caption_suffix``, ``frame_rates.<model>``.
+
+    Args:
+        model: The recipe section of the key-frame model (default ``stage1``).
+        context: Supplied by the task.
+        fps: Supplied by the task (None: this is the first stage).
+    """
+
+    name = "key_frames"
+    space = "tokens"
+
+    def __init__(self, model: str = "stage1", *, context, fps: float | None = None) -> None:
+        self.context, self.model = context, model
+        self.models = (model,)
+        config = context.model_config(model, needed_by=self.name)
+        if config.stage.value != "sequential":
+            raise ConfigError(f"{model}.model is a '{config.stage.value}' model but the key_frames stage needs "
+                              "a sequential (key-frame) model: use a preset such as tiny_stage1")
+        s = context.settings
+        self.frames = config.layout.frames
+        self.output_fps = s.key_fps(self.frames)
+        trained = s.trained_rates(model)
+        if trained is not None and not any(abs(self.output_fps - r) <= 1e-9 * r for r in trained):
+            key = "duration" if s.duration is not None else "fps"
+            fmt = s.prefix_format
+            raise ConfigError(
+                f"{key}: the key frames at {self.output_fps:g} fps (duration "
+                f"{_duration(self.output_fps, self.frames, fmt)}) are at a rate the {model} model was not "
+                f"trained on (frame_rates.{model}: {_rates(trained)} fps): use one of those rates, or the "
+                f"durations {', '.join(_duration(r, self.frames, fmt) for r in trained)}")
+        self.guidance = s.guidance
+        # The release appends its video suffix only with stage-1 guidance (--use-guidance-stage1).
+        self.suffix = s.caption_suffix if self.guidance != 1.0 else ""
+        self.prefix = _duration(self.output_fps, self.frames, s.prefix_format)
+        context.check_prompts(None, suffix=s.first_frame_suffix)
+        context.check_prompts(self.prefix, suffix=self.suffix)
+        if self.guidance != 1.0:
+            context.check_negative(self.prefix)
+
+    def __call__(self, batch):
+        from cogframe.core.generation.decoder import DecodeOptions
+        from cogframe.core.generation.generate import generate_key_frames
+
+        ctx, s = self.context, self.context.settings
+        guided = self.guidance != 1.0
+        options = DecodeOptions(ctx.sampler(), seed=batch.seed, guidance=self.guidance,
+                                negative=ctx.negative(self.prefix) if guided else None,
+                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel)
+        first = DecodeOptions(ctx.sampler(first_frame=True), seed=batch.seed, text_bias=s.text_bias,
+                              parallel=s.parallel)
+        result = generate_key_frames(
+            ctx.model(self.model), ctx.encode(batch.captions, self.prefix, suffix=self.suffix),
+            boi_id=ctx.boi_id, options=options, first_options=first,
+            first_prompt=ctx.encode(batch.captions, None, suffix=s.first_frame_suffix))
+        return batch.advance(self.name, tokens=result.frames, passes=result.passes, fps=self.output_fps)
+
+
+@component("stage", "interpolation", runtime_kwargs=_RUNTIME,
+           description="Stage 2: recursive transformer interpolation of token grids (5 -> 9 -> 17 -> 33).")
+class Interpolation:
+    """CogVideo stage 2: each round fills the frames between neighbours with the interpolation model.
+
+    Each round doubles the frame rate; round ``r`` reads the duration prefix of ``fps * 2**(r+1)``
+    (2.0s, 1.0s, 0.5s after 1 fps key frames) and the raw caption. ``parallel`` and ``text_bias``
+    (only without guidance) come from the recipe's top level, the rates from
+    ``frame_rates.<model>``.
+
+    Args:
+        rounds: Interpolation rounds, 0..3 (0 keeps the frames and needs no model).
+        guidance: Classifier-free guidance scale of stage 2 against ``negative_prompt`` (the
+            release leaves it off: 1).
+        window_batch: Windows per forward batch (None: all windows of a round at once); the
+            tokens do not depend on it.
+        unmasked_prefix: Run the prefix pass over the three given frames with the temporal
+            channel unmasked, as the released cache model does; use it to reproduce the release
+            with converted weights. False: the training mask in every pass.
+        model: The recipe section of the interpolation model (default ``stage2``).
+        context: Supplied by the task.
+        fps: Supplied by the task: the rate of the incoming frames.
+    """
+
+    name = "interpolation"
+    space = "tokens"
+
+    def __init__(self, rounds: int = 3, guidance: float = 1.0, window_batch: int | None = None,
+                 unmasked_prefix: bool = False, model: str = "stage2", *, context,
+                 fps: float | None = None) -> None:
+        _check_rounds(rounds)
+        fps = _check_after_frames(fps, self.name)
+        if window_batch is not None and window_batch < 1:
+            raise ConfigError(f"window_batch: must be a whole number >= 1 or null, got {window_batch}")
+        self.context, self.model, self.rounds = context, model, rounds
+        self.guidance, self.window_batch, self.unmasked_prefix = float(guidance), window_batch, unmasked_prefix
+        self.output_fps = fps * 2 ** rounds
+        self.models = (model,) if rounds else ()
+        self.prefixes: list[str] = []
+        if not rounds:
+            return  # nothing to interpolate: the model need not exist
+        config = context.model_config(model, needed_by=self.name)
+        if config.stage.value != "interpolation":
+            raise ConfigError(f"{model}.model is a '{config.stage.value}' model but the interpolation stage "
+                              "needs an interpolation model: use a preset such as tiny_stage2")
+        s = context.settings
+        wanted = [fps * 2 ** (r + 1) for r in range(rounds)]
+        trained = s.trained_rates(model)
+        if trained is not None and any(not any(abs(w - r) <= 1e-9 * r for r in trained) for w in wanted):
+            raise ConfigError(
+                f"rounds: {rounds} round{'s' if rounds > 1 else ''} from {fps:g} fps need the {model} model "
+                f"at {_rates(wanted)} fps, but it was trained on {_rates(trained)} fps (frame_rates.{model}): "
+                "lower rounds or fps so that every round's rate is a trained one")
+        if self.guidance != 1.0 and not (s.negative_prompt or "").strip():
+            raise ConfigError(f"guidance is {self.guidance:g} but negative_prompt is not set: set "
+                              "negative_prompt (CogVideo: '视频') or guidance=1 for this stage")
+        self.prefixes = [_duration(w, config.layout.frames, s.prefix_format) for w in wanted]
+        for prefix in self.prefixes:
+            context.check_prompts(prefix)
+            if self.guidance != 1.0:
+                context.check_negative(prefix)
+
+    def __call__(self, batch):
+        from cogframe.core.generation.decoder import DecodeOptions
+        from cogframe.core.generation.generate import interpolate
+
+        if not self.rounds:
+            return batch.advance(self.name, passes=0)
+        ctx, s = self.context, self.context.settings
+        guided = self.guidance != 1.0
+        options = DecodeOptions(ctx.sampler(), seed=batch.seed, guidance=self.guidance,
+                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel,
+                                unmasked_prefix=self.unmasked_prefix)
+        result = interpolate(
+            ctx.model(self.model), batch.tokens, [ctx.encode(batch.captions, p) for p in self.prefixes],
+            boi_id=ctx.boi_id, options=options, window_batch=self.window_batch, first_round=batch.rounds,
+            negatives=[ctx.negative(p) for p in self.prefixes] if guided else None)
+        return batch.advance(self.name, tokens=result.frames, passes=result.passes, fps=self.output_fps,
+                             rounds=self.rounds)
+
+
+class _PixelRounds:
+    """Shared by the pixel baselines: ``rounds`` rounds on decoded frames, no model."""
+
+    space = "pixels"
+    models: tuple[str, ...] = ()
+
+    def __init__(self, rounds: int = 3, *, context=None, fps: float | None = None) -> None:
+        _check_rounds(rounds)
+        self.rounds = rounds
+        self.output_fps = _check_after_frames(fps, self.name) * 2 ** rounds
+
+    def _interpolate(self, pixels, rounds: int):
+        raise NotImplementedError
+
+    def __call__(self, batch):
+        pixels = self._interpolate(batch.pixels, self.rounds) if self.rounds else batch.pixels
+        return batch.advance(self.name, pixels=pixels, passes=0, fps=self.output_fps, rounds=self.rounds)
+
+
+@component("stage", "repeat", runtime_kwargs=_RUNTIME,
+           description="Pixel baseline: each new frame repeats its left neighbour (no new motion).")
+class Repeat(_PixelRounds):
+    """Pixel baseline: every inserted frame repeats its left neighbour.
+
+    Args:
+        rounds: Rounds, 0..3; each doubles the frame rate.
+    """
+
+    name = "repeat"
+
+    def _interpolate(self, pixels, rounds: int):
+        from cogframe.core.generation.interpolation import repeat_frames
+
+        return repeat_frames(pixels, rounds)
+
+
+@component("stage", "linear_blend", runtime_kwargs=_RUNTIME,
+           description="Pixel baseline: each new frame is the rounded mean of its neighbours (cross-fade).")
+class LinearBlend(_PixelRounds):
+    """Pixel baseline: every inserted frame is the rounded mean of its two neighbours.
+
+    Args:
+        rounds: Rounds, 0..3; each doubles the frame rate.
+    """
+
+    name = "linear_blend"
+
+    def _interpolate(self, pixels, rounds: int):
+        from cogframe.core.generation.interpolation import blend_frames
+
+        return blend_frames(pixels, rounds)
+
+
+@hookimpl
+def register_components():
+    return [KeyFrames, Interpolation, Repeat, LinearBlend]
