@@ -13,10 +13,18 @@ measure the decoding algorithms rather than the 9B model's matmuls.
     and 5, shift window/2) and stage 2 (the interpolation masks with the same windows): forward
     passes and wall time of each decoder, and whether their tokens are identical.
 (c) The mask-only wave schedules of the 48-layer 9B presets (no model is built).
+(d) **Where "the same tokens" holds**: waves vs sequential for a batch of 8 prompts (stage 1,
+    10x10 windows, greedy) in float32 and bfloat16. Waves feed many queries per pass, so
+    matmuls are blocked differently; in fp32/fp64 the logits then differ by ~1e-7 and greedy
+    tokens agree, in bf16 (8 mantissa bits) an argmax can flip and the rest of a sample follows.
+    Reports, per dtype, how many samples differ and by how many tokens.
+(e) ``--only e``: **the demo's stage timings** on the shipped tiny models, median of
+    ``--demo-runs`` fresh ``cogframe demo`` processes, optionally side by side with an older
+    checkout (``--base-src /tmp/kv_base/src``); not in the default set (it runs the full demo).
 
 Usage::
 
-    python benchmarks/sampling.py [--threads 1] [--recompute-samples 8]
+    python benchmarks/sampling.py [--threads 1] [--recompute-samples 8] [--only a b c d]
 """
 
 from __future__ import annotations
@@ -52,15 +60,15 @@ def small_model(stage: str, window: int | None) -> torch.nn.Module:
     return build_model(f"tiny_{stage}", overrides=overrides).eval()
 
 
-def prompt_for(model) -> TextPrompt:
+def prompt_for(model, batch: int = 1) -> TextPrompt:
     g = torch.Generator().manual_seed(1)
-    return TextPrompt(torch.randint(256, 384, (1, model.config.layout.text_len), generator=g))
+    return TextPrompt(torch.randint(256, 384, (batch, model.config.layout.text_len), generator=g))
 
 
-def frames_for(model, count: int) -> torch.Tensor:
+def frames_for(model, count: int, batch: int = 1) -> torch.Tensor:
     layout = model.config.layout
     g = torch.Generator().manual_seed(2)
-    return torch.randint(0, 256, (1, count, layout.frame_height, layout.frame_width), generator=g)
+    return torch.randint(0, 256, (batch, count, layout.frame_height, layout.frame_width), generator=g)
 
 
 def timed(fn):
@@ -162,22 +170,110 @@ def nine_b_schedules() -> list[str]:
     return lines
 
 
+def waves_by_dtype(samples: int = 8) -> list[str]:
+    """Section (d)."""
+    lines = [
+        "| dtype | samples | samples whose tokens differ (waves vs sequential) | differing tokens per differing sample (min-max, of 1600) |",
+        "|---|---:|---:|---|",
+    ]
+    for dtype in (torch.float32, torch.bfloat16):
+        model = small_model("stage1", 10).to(dtype)
+        prompt, first = prompt_for(model, samples), frames_for(model, 1, samples)
+        runs = [decode_frames(model, prompt, boi_id=BOI, options=DecodeOptions(GreedySampler(), parallel=p),
+                              given_frames=(0,), generated_frames=(1, 2, 3, 4), given=first).frames
+                for p in (False, True)]
+        diff = (runs[0] != runs[1]).flatten(1).sum(1)
+        bad = diff[diff > 0].tolist()
+        spread = f"{min(bad)}-{max(bad)}" if bad else "-"
+        lines.append(f"| {str(dtype).removeprefix('torch.')} | {samples} | {len(bad)} | {spread} |")
+    return lines
+
+
+def demo_side_by_side(runs: int, base_src: str | None) -> list[str]:
+    """Section (e): ``cogframe demo`` on the shipped models, this tree and (optionally) another.
+
+    Each run is a fresh ``python -m cogframe demo`` process (its own output folder); the stage
+    timings come from the written ``.json`` (``timings_s``), user+system CPU seconds of the
+    process from ``getrusage``. The trees alternate run by run, so load changes hit both alike.
+    ``base_src`` is the ``src`` folder of an older checkout (e.g. ``git worktree add /tmp/kv_base
+    d6ef43d``), put first on ``PYTHONPATH``; its stage keys ``stage1``/``stage2`` are the key
+    frames and the interpolation.
+    """
+    import json
+    import os
+    import resource
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    trees = {"this tree": None}
+    if base_src:
+        trees[f"base ({base_src})"] = base_src
+    rows: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
+    for _ in range(runs):
+        for name, src in trees.items():
+            env = dict(os.environ)
+            if src:
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+            with tempfile.TemporaryDirectory() as out:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "cogframe", "demo", "--out", out], env=env,
+                               check=True, capture_output=True, cwd=tempfile.gettempdir())
+                wall = time.perf_counter() - start
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                timings = json.loads(next(Path(out).glob("*.json")).read_text())["timings_s"]
+            key_frames = timings.get("key_frames", timings.get("stage1"))
+            interpolation = timings.get("interpolation", timings.get("stage2"))
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            for label, value in (("key frames", key_frames), ("interpolation", interpolation),
+                                 ("generate", key_frames + interpolation), ("process wall", wall),
+                                 ("process cpu", cpu)):
+                rows[name].setdefault(label, []).append(value)
+    lines = ["| tree | key frames (s) | interpolation (s) | generation (s) | whole process, wall (s) | "
+             "whole process, CPU (s) |", "|---|---:|---:|---:|---:|---:|"]
+    med = {name: {k: statistics.median(v) for k, v in cols.items()} for name, cols in rows.items()}
+    for name, m in med.items():
+        lines.append(f"| {name} | {m['key frames']:.2f} | {m['interpolation']:.2f} | {m['generate']:.2f} | "
+                     f"{m['process wall']:.2f} | {m['process cpu']:.2f} |")
+    if base_src:
+        base, new = med[f"base ({base_src})"], med["this tree"]
+        lines += ["", f"Generation speed-up over the base: **{base['generate'] / new['generate']:.2f}x** "
+                      f"(medians of {runs} runs each, alternating, one process per run)."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--recompute-samples", type=int, default=8,
                         help="full-recompute steps to time (default 8)")
+    parser.add_argument("--only", nargs="+", choices=("a", "b", "c", "d", "e"), default=("a", "b", "c", "d"),
+                        help="sections to run (default: all)")
+    parser.add_argument("--demo-runs", type=int, default=5, help="section e: demo runs per tree (default 5)")
+    parser.add_argument("--base-src", default=None,
+                        help="section e: src/ of an older checkout to time side by side (default: none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {cpu}, {args.threads} thread(s), "
           "fp32, greedy, batch 1; model: 2 layers, hidden 64, 4 heads, 16 text slots + 5 x 20 x 20 frames.\n")
-    print("### (a) KV cache vs full recompute (stage 1, frames 1-4, full causal temporal channel)\n")
-    print("\n".join(kv_cache_vs_recompute(args.recompute_samples)))
-    print("\n### (b) Parallel waves vs sequential decoding (passes after the prefix pass)\n")
-    print("\n".join(waves_vs_sequential()))
-    print("\n### (c) Wave schedules of the 9B layouts (mask-only)\n")
-    print("\n".join(nine_b_schedules()))
+    sections = {
+        "a": ("(a) KV cache vs full recompute (stage 1, frames 1-4, full causal temporal channel)",
+              lambda: kv_cache_vs_recompute(args.recompute_samples)),
+        "b": ("(b) Parallel waves vs sequential decoding (passes after the prefix pass)", waves_vs_sequential),
+        "c": ("(c) Wave schedules of the 9B layouts (mask-only)", nine_b_schedules),
+        "d": ("(d) Same tokens? Waves vs sequential by dtype (stage 1, 10x10 windows, greedy, batch 8)",
+              waves_by_dtype),
+        "e": ("(e) `cogframe demo` on the shipped models, stage timings (median of runs)",
+              lambda: demo_side_by_side(args.demo_runs, args.base_src)),
+    }
+    for key in args.only:
+        title, run = sections[key]
+        print(f"### {title}\n")
+        print("\n".join(run()) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@
 Usage::
 
     python benchmarks/train.py [--threads 2] [--steps 6] [--dtypes float32 bfloat16]
+    python benchmarks/train.py --compile both --dtypes float32 --shapes "tiny recipe (4x128)" "small (4x512)" \
+        [--profile]
 
-For each model shape it times full training steps of ``core.train``'s step body (forward,
-backward, AdamW update) and prints tokens/s and MFU = model FLOPs per second / peak matmul
+For each model shape it times full training steps of ``core.training.loop``'s step body (forward,
+backward, AdamW update), eager and/or with ``train.compile`` (``model.compile(dynamic=False)``
+as the loop does; the compile time is the first step minus a steady step), and prints tokens/s
+and MFU = model FLOPs per second / peak matmul
 FLOPs per second, where the peak is *measured in the same run* with a large square matmul of
 the same dtype. Model FLOPs per token count what the step must do, not what kernels happen to do:
 
@@ -67,10 +71,12 @@ def model_flops_per_step(model, batch: int) -> float:
     return float(weight_flops + attention_flops)
 
 
-def bench(name, preset, overrides, batch, dtype_name, steps):
+def bench(name, preset, overrides, batch, dtype_name, steps, compiled=False, profile=False):
     torch.manual_seed(0)
     model = build_model(preset, overrides=overrides)
     model.freeze_inherited()
+    if compiled:
+        model.compile(dynamic=False)
     layout = model.config.layout
     dtype = None if dtype_name == "float32" else getattr(torch, dtype_name)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -79,21 +85,32 @@ def bench(name, preset, overrides, batch, dtype_name, steps):
     frames = torch.randint(0, 256, (batch, layout.frames, layout.frame_height, layout.frame_width))
     inp, lab = layout.build_input(text, frames, 300)
     mask = layout.loss_mask(model.config.stage)
-    times = []
-    for i in range(steps + 2):
-        t = time.perf_counter()
+    def one_step():
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             loss = loss_fn(model(inp), lab, mask)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i >= 2:  # the first steps pay for allocation and lazy init
-            times.append(time.perf_counter() - t)
+
+    times = []
+    for i in range(steps + 2):
+        t = time.perf_counter()
+        one_step()
+        times.append(time.perf_counter() - t)
+    first, times = times[0], times[2:]  # the first steps pay for compiling, allocation, lazy init
     step = sorted(times)[len(times) // 2]
     flops = model_flops_per_step(model, batch)
-    return {"shape": name, "dtype": dtype_name, "params": model.num_parameters(),
+    table = None
+    if profile:
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile() as prof:
+            one_step()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+    return {"shape": name, "dtype": dtype_name, "compiled": compiled, "params": model.num_parameters(),
             "trainable": model.num_parameters(True), "tokens_per_s": batch * layout.seq_len / step,
-            "model_gflops_per_s": flops / step / 1e9}
+            "model_gflops_per_s": flops / step / 1e9, "step_s": step,
+            "compile_s": first - step if compiled else None, "profile": table}
 
 
 def main() -> None:
@@ -101,22 +118,36 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                        help="time eager steps, compiled steps (train.compile), or both")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the top operators of one steady step of each case")
     args = parser.parse_args()
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     torch.set_num_threads(args.threads)
     peaks = {d: peak_matmul_flops(getattr(torch, d)) for d in args.dtypes}
     print(f"threads={args.threads}, torch {torch.__version__}; measured matmul peak: "
           + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()))
     print()
-    print("| model (stage 1, frozen base) | dtype | params | trainable | tokens/s | model GFLOP/s | MFU |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model (stage 1, frozen base) | dtype | compile | params | trainable | tokens/s "
+          "| model GFLOP/s | MFU | compile time (s) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    profiles = []
     for name in args.shapes:
         preset, overrides, batch = SHAPES[name]
         for d in args.dtypes:
-            r = bench(name, preset, overrides, batch, d, args.steps)
-            mfu = r["model_gflops_per_s"] * 1e9 / peaks[d]
-            print(f"| {name} | {d} | {r['params']:,} | {r['trainable']:,} | {r['tokens_per_s']:,.0f} "
-                  f"| {r['model_gflops_per_s']:.1f} | {mfu:.0%} |", flush=True)
+            for compiled in modes:
+                r = bench(name, preset, overrides, batch, d, args.steps, compiled, args.profile)
+                mfu = r["model_gflops_per_s"] * 1e9 / peaks[d]
+                compile_s = "" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+                print(f"| {name} | {d} | {'on' if compiled else 'off'} | {r['params']:,} "
+                      f"| {r['trainable']:,} | {r['tokens_per_s']:,.0f} | {r['model_gflops_per_s']:.1f} "
+                      f"| {mfu:.0%} | {compile_s} |", flush=True)
+                if r["profile"]:
+                    profiles.append((f"{name}, {d}, compile {'on' if compiled else 'off'}", r["profile"]))
+    for title, table in profiles:
+        print(f"\nprofile of one steady step: {title}\n{table}")
 
 
 if __name__ == "__main__":

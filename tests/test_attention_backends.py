@@ -122,7 +122,7 @@ def test_backends_match_naive(case):
     for name in available_backends():
         backend = build(name)
         spec = get_registries().get("attention", name)
-        if spec.capabilities.backward:
+        if spec.capabilities.backward_on(q.device.type):  # flex: backward on CUDA only
             out, grads = run(backend, q, k, v, mask, q_slots, k_slots, text_valid, options, grad)
             for label, got, want in zip("qkv", grads, ref_grads):
                 torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL,
@@ -291,3 +291,65 @@ def dense_bias_reference(mask: MaskSpec, q_slots, k_slots, text_valid, text_bias
     allowed = mask.dense(q_slots, k_slots, text_valid).unsqueeze(1)
     is_text = (k_slots < mask.layout.text_len).float() * text_bias
     return torch.where(allowed, is_text.view(1, 1, 1, -1), torch.tensor(float("-inf")))
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+def _model_recipe(preset: str, **attention):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"model": {"preset": preset, "attention": attention}})
+
+
+def test_build_refuses_flex_for_training_on_cpu_naming_the_alternatives():
+    from cogframe.config.model import build_model_from_recipe
+
+    cfg = _model_recipe("tiny_stage1", temporal={"name": "flex"})
+    with pytest.raises(ConfigError) as err:
+        build_model_from_recipe(cfg, get_registries(), device="meta", run_device="cpu", training=True)
+    text = str(err.value)
+    assert "model.attention.temporal: attention 'flex' (from builtin:attention_flex) does not support " \
+           "backward on cpu, i.e. training (backward only on cuda)" in text
+    assert "meet device cpu, backward (training), mask sequential: naive, sdpa, swin3d" in text
+    assert "model.attention.temporal.name=naive" in text
+    # Forward only (sampling) on CPU, or training on CUDA, is what flex declares: accepted.
+    build_model_from_recipe(cfg, get_registries(), device="meta", run_device="cpu")
+    build_model_from_recipe(cfg, get_registries(), device="meta", run_device="cuda", training=True)
+
+
+def test_build_refuses_a_mask_the_backend_does_not_declare():
+    from cogframe.config.model import build_model_from_recipe
+
+    cfg = _model_recipe("tiny_stage2", spatial={"name": "swin3d"}, temporal={"name": "swin3d"})
+    with pytest.raises(ConfigError) as err:
+        build_model_from_recipe(cfg, get_registries(), device="meta")
+    text = str(err.value)
+    assert "model.attention.spatial: attention 'swin3d' (from builtin:attention_swin3d) does not support " \
+           "mask own_frame_interpolation (it handles sequential, interpolation)" in text
+    assert "model.attention.temporal" not in text  # the interpolation rule is swin3d's own
+    assert "flex, naive, sdpa, xformers" in text
+
+
+def test_build_refuses_a_device_and_a_dtype_the_backend_does_not_declare():
+    from cogframe.config.model import build_model_from_recipe
+
+    cfg = _model_recipe("tiny_stage1", spatial={"name": "xformers"}, temporal={"name": "naive"})
+    with pytest.raises(ConfigError) as err:
+        build_model_from_recipe(cfg, get_registries(), device="meta", run_device="cpu", dtype="float16")
+    text = str(err.value)
+    assert "attention 'xformers' (from builtin:attention_xformers) does not support device cpu " \
+           "(it runs on cuda)" in text
+    assert "attention 'naive' (from builtin:attention_naive) does not support dtype float16" in text
+    assert "flex, swin3d" in text  # the CPU backends that take float16 (and the mask)
+
+
+def test_validate_refuses_flex_in_a_cpu_training_recipe(cli, tmp_path):
+    recipe = tmp_path / "flex_train.yaml"
+    recipe.write_text("base: tiny/t2i\nmodel:\n  attention:\n    spatial: {name: flex}\ntrain:\n  device: cpu\n")
+    result = cli("validate", str(recipe))
+    assert result.code == 2
+    assert "model.attention.spatial: attention 'flex' (from builtin:attention_flex) does not support " \
+           "backward on cpu" in result.err
+    assert "pick one, e.g. model.attention.spatial.name=naive" in result.err
+    assert cli("validate", "-q", str(recipe), "train.device=cuda").err.count("does not support") == 0

@@ -109,3 +109,19 @@ def test_registered_and_buildable():
     assert {"lowest_fps", "fixed_fps", "random_fps", "interpolation_windows"} <= set(regs.names("frame_rate_sampler"))
     sampler = regs.build("frame_rate_sampler", {"name": "lowest_fps", "rates": [1, 2], "prefix_format": "{:.1f}秒"})
     assert sampler(40, 8.0, random.Random(0)).prefix == "4.0秒"
+
+
+def test_default_rate_set_is_named_as_cogframes_choice_not_the_papers():
+    import cogframe.core.io.frame_rate as core_rates
+    import cogframe.plugins.frame_rate as plugin
+
+    # The paper does not list its predefined set; cogframe's default must not claim to be it.
+    assert not hasattr(plugin, "PAPER_RATES")
+    assert core_rates.DEFAULT_RATES == RATES and "cogframe's choice" in core_rates.__doc__ + (
+        plugin.__doc__ or "")
+    # It contains every rate the paper does name: 0.25 and 1 fps (stage 1) and 2, 4, 8 fps (stage 2).
+    assert {0.25, 1.0, 2.0, 4.0, 8.0} <= set(core_rates.DEFAULT_RATES)
+    assert core_rates.INTERPOLATION_RATES == (2.0, 4.0, 8.0)
+    built = get_registries().build("frame_rate_sampler", {"name": "lowest_fps"})
+    assert built.rates == core_rates.DEFAULT_RATES
+    assert get_registries().build("frame_rate_sampler", {"name": "interpolation_windows"}).rates == (2.0, 4.0, 8.0)

@@ -229,3 +229,50 @@ def test_third_party_plugin_end_to_end_in_subprocess(make_dist, tmp_path, run_co
 
     hidden = run_cogframe("plugins", pythonpath=site, env={"COGFRAME_PLUGINS": ""})
     assert hidden.returncode == 0 and "myplug_constant" not in hidden.stdout
+
+
+LIGHT_ON_LOAD = '''
+import not_installed_heavy_dependency_k  # what torch is to the built-ins: needed only to build
+
+from cogframe.hookspecs import hookimpl
+from cogframe.registry import Capabilities, component
+
+
+@component("logger", "heavy_log", capabilities=Capabilities(devices=("cuda",)))
+class HeavyLogger:
+    """Needs the heavy dependency."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+
+@hookimpl
+def register_components():
+    return [HeavyLogger]
+'''
+
+
+def test_builtin_module_is_registered_without_importing_it(monkeypatch, tmp_path):
+    from cogframe.plugin_loader import LazyModulePlugin
+
+    (tmp_path / "heavy_builtin.py").write_text(LIGHT_ON_LOAD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = load_plugins(("heavy_builtin",), env={"COGFRAME_PLUGINS": ""})
+    assert isinstance(loaded.manager.get_plugin("builtin:heavy_builtin"), LazyModulePlugin)
+    regs = loaded.registries()
+    spec = regs.get("logger", "heavy_log")
+    assert (spec.origin, spec.module, spec.description, spec.lazy) == (
+        "builtin:heavy_builtin", "heavy_builtin", "Needs the heavy dependency.", True)
+    assert "heavy_builtin" not in sys.modules
+    with pytest.raises(CogframeError) as err:  # keyword checks pass; the import fails, named
+        regs.build("logger", {"name": "heavy_log", "path": "x"})
+    assert "logger 'heavy_log' (from builtin:heavy_builtin) cannot be loaded" in str(err.value)
+    assert "module 'not_installed_heavy_dependency_k', which is not installed" in str(err.value)
+
+
+def test_builtin_module_already_imported_is_registered_as_is():
+    import cogframe.plugins.loggers  # noqa: F401  (imported: nothing to save)
+
+    loaded = load_plugins(("cogframe.plugins.loggers",), env={"COGFRAME_PLUGINS": ""})
+    assert loaded.manager.get_plugin("builtin:loggers") is sys.modules["cogframe.plugins.loggers"]
+    assert not loaded.registries().get("logger", "jsonl").lazy

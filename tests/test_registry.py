@@ -161,3 +161,215 @@ def test_registry_imports_no_torch_or_core():
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('cogframe.core')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+def test_capabilities_name_each_unmet_constraint():
+    from cogframe.registry import Needs
+
+    flex_like = Capabilities(devices=("cpu", "cuda"), dtypes=("float32",), backward=("cuda",),
+                             masks=("sequential",))
+    assert flex_like.unmet(Needs(device="cuda:1", dtype="float32", backward=True, mask="sequential")) == []
+    unmet = flex_like.unmet(Needs(device="mps", dtype="torch.bfloat16", backward=True, mask="interpolation"))
+    assert unmet == ["device mps (it runs on cpu, cuda)", "dtype bfloat16 (it supports float32)",
+                     "backward on mps, i.e. training (backward only on cuda)",
+                     "mask interpolation (it handles sequential)"]
+    assert "forward only" in Capabilities(devices=("cpu",)).unmet(Needs(backward=True))[0]
+    # Unknown device ("auto", None) and undeclared fields are never held against a component.
+    assert flex_like.unmet(Needs(device="auto", backward=True)) == []
+    assert Capabilities().unmet(Needs(device="cuda", dtype="float16", mask="sequential")) == []
+
+
+def test_capability_problem_names_constraint_asked_and_alternatives(regs):
+    from cogframe.registry import Needs
+
+    @regs.component("attention", "gpu_fast", origin="test",
+                    capabilities=Capabilities(devices=("cuda",), dtypes=("float16",), backward=True))
+    class GpuFast:
+        pass
+
+    @regs.component("attention", "absent", origin="test", available=lambda: "needs a driver",
+                    capabilities=Capabilities(devices=("cpu",), dtypes=("float32",), backward=True))
+    class Absent:
+        pass
+
+    needs = Needs(device="cpu", dtype="float32", backward=True)
+    (problem,) = regs.capability_problems("attention", "gpu_fast", needs, where="model.attention.temporal")
+    text = str(problem)
+    assert text.startswith("model.attention.temporal: attention 'gpu_fast' (from test) does not support "
+                           "device cpu (it runs on cuda); dtype float32 (it supports float16)")
+    assert "meet device cpu, dtype float32, backward (training): absent (not available here), naive" in text
+    assert "e.g. model.attention.temporal.name=naive" in text
+    assert regs.capability_problems("attention", "naive", needs, where="x") == []
+    with pytest.raises(ConfigError, match="does not support device cpu"):
+        regs.build("attention", {"name": "gpu_fast"}, needs=needs, where="model.attention.temporal")
+    assert regs.satisfying("attention", Needs(device="cuda", dtype="float16")) == ["gpu_fast"]
+
+
+# ----------------------------------------------------------------------------- lazy components
+
+
+LAZY_MODULE = '''
+"""A component module that must never be imported by listing or validating."""
+from pathlib import Path
+from typing import Literal, Optional
+
+from cogframe.hookspecs import hookimpl
+from cogframe.registry import Capabilities, component
+
+IMPORTED = True
+HINT = "install lazyplug-extras"
+
+
+def _reason(what: str) -> str:
+    return f"needs {what}: {HINT}"
+
+
+def lazy_check():
+    return None
+
+
+class Base:
+    runtime_kwargs = ("layout",)
+
+    def __init__(self, layout, size: int, mode: Literal["a", "b"] = "a", root: Optional[Path] = None):
+        self.layout, self.size, self.mode, self.root = layout, size, mode, root
+
+
+@component("attention", "lazy_attn", available=lazy_check,
+           capabilities=Capabilities(devices=("cpu",), dtypes=("float32",), backward=True,
+                                     extra={"hint": _reason("nothing")}))
+class LazyAttention(Base):
+    """Attention from a module imported on first build."""
+
+
+@component("logger", "lazy_log", description="A " + "logger")
+def lazy_logger(path: str, *, every: int = 1):
+    return {"path": path, "every": every}
+
+
+@hookimpl
+def register_components():
+    """Both components."""
+    return [LazyAttention, lazy_logger]
+'''
+
+
+@pytest.fixture
+def lazy_module(tmp_path, monkeypatch):
+    (tmp_path / "lazyplug_components.py").write_text(LAZY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "lazyplug_components"
+    sys.modules.pop("lazyplug_components", None)
+
+
+def test_lazy_components_read_declarations_without_importing(lazy_module):
+    from cogframe.registry import lazy_components
+
+    specs = lazy_components(lazy_module)
+    assert lazy_module not in sys.modules
+    attn, log = specs
+    assert (attn.kind, attn.name, attn.target, attn.lazy, attn.loaded) == (
+        "attention", "lazy_attn", "lazyplug_components:LazyAttention", True, False)
+    assert attn.description == "Attention from a module imported on first build."
+    assert attn.capabilities == Capabilities(devices=("cpu",), dtypes=("float32",), backward=True,
+                                             extra={"hint": "needs nothing: install lazyplug-extras"})
+    assert attn.runtime_kwargs == ("layout",)  # inherited from Base, read from Base's body
+    assert attn.available == "lazyplug_components:lazy_check"
+    assert log.description == "A logger" and list(log.signature.parameters) == ["path", "every"]
+    regs = Registries()
+    for spec in specs:
+        regs.register(spec, origin="lazyplug")
+    # Keyword and type checks use the signature read from source: still not imported.
+    with pytest.raises(ConfigError) as err:
+        regs.build("attention", {"name": "lazy_attn", "size": "big", "mode": "c", "sise": 1}, layout="L")
+    text = str(err.value)
+    assert "expects int for 'size'" in text and "expects Literal" in text and "did you mean 'size'" in text
+    assert regs.get("attention", "lazy_attn").module == lazy_module
+    assert lazy_module not in sys.modules
+    # The availability check lives in the component's module here, so asking imports it (keep
+    # checks in a light module, as cogframe/plugins/_availability.py does, to avoid that).
+    assert regs.available("attention", "lazy_attn") is None and lazy_module in sys.modules
+    built = regs.build("attention", {"name": "lazy_attn", "size": 2, "root": "r"}, layout="L")
+    assert lazy_module in sys.modules and (built.size, built.layout) == (2, "L")
+    assert regs.get("attention", "lazy_attn").loaded
+
+
+def test_lazy_module_that_cannot_be_read_statically_is_refused(tmp_path, monkeypatch):
+    from cogframe.registry import lazy_components
+
+    (tmp_path / "dynamic_plug.py").write_text(
+        "from cogframe.hookspecs import hookimpl\nfrom cogframe.registry import component\n"
+        "import os\nNAME = os.environ.get('X', 'dyn')\n"
+        "@component('logger', NAME)\nclass Dyn:\n    pass\n"
+        "@hookimpl\ndef register_components():\n    return [Dyn]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert lazy_components("dynamic_plug") is None  # the caller imports it instead
+    assert lazy_components("no_such_module_here") is None
+
+
+def test_lazy_component_import_failure_names_component_and_fix(tmp_path, monkeypatch):
+    from cogframe.errors import CogframeError
+    from cogframe.registry import lazy_component
+
+    (tmp_path / "broken_impl.py").write_text("import not_installed_dep_zz\nclass Impl:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    regs = Registries()
+    regs.register(lazy_component("logger", "broken", "broken_impl:Impl"), origin="brokenplug")
+    regs.register(lazy_component("logger", "typo", "broken_impl:Nope"), origin="brokenplug")
+    with pytest.raises(CogframeError) as err:
+        regs.build("logger", {"name": "broken"})
+    assert "logger 'broken' (from brokenplug) cannot be loaded" in str(err.value)
+    assert "'not_installed_dep_zz', which is not installed" in str(err.value)
+    with pytest.raises(ConfigError, match="must be 'package.module:Attribute'"):
+        lazy_component("logger", "x", "no_colon")
+
+
+def test_lazy_component_declared_as_another_is_refused(lazy_module):
+    from cogframe.errors import CogframeError
+    from cogframe.registry import lazy_component
+
+    regs = Registries()
+    regs.register(lazy_component("logger", "wrong", f"{lazy_module}:lazy_logger"), origin="p")
+    with pytest.raises(CogframeError, match="declared as logger 'lazy_log': make the registration"):
+        regs.build("logger", {"name": "wrong", "path": "p"})
+
+
+def test_every_builtin_module_is_read_statically_exactly_as_imported():
+    """Drift guard: the declarations read from source equal the imported @component specs."""
+    import importlib
+    import inspect
+    import typing
+
+    import cogframe.plugins as plugins
+    from cogframe.component_source import StaticDefault
+    from cogframe.registry import lazy_components
+
+    for module in plugins.BUILTIN_PLUGINS:
+        static = lazy_components(module)
+        assert static is not None, f"{module} can no longer be registered lazily (see cogframe/component_source.py)"
+        real = [spec_of(obj) for obj in importlib.import_module(module).register_components()]
+        assert [(s.kind, s.name) for s in static] == [(r.kind, r.name) for r in real], module
+        for s, r in zip(static, real):
+            where = f"{module} {s.label}"
+            assert (s.description, s.capabilities, s.runtime_kwargs) == (
+                r.description, r.capabilities, r.runtime_kwargs), where
+            expected = None if r.available is None else f"{r.available.__module__}:{r.available.__qualname__}"
+            assert s.available == expected, where
+            real_sig = inspect.signature(r.obj)
+            target = r.obj.__init__ if inspect.isclass(r.obj) else r.obj
+            try:
+                hints = typing.get_type_hints(target)
+            except Exception:
+                hints = {}
+            assert list(s.signature.parameters) == list(real_sig.parameters), where
+            for name, p in s.signature.parameters.items():
+                q = real_sig.parameters[name]
+                assert p.kind == q.kind, f"{where}: {name}"
+                assert (p.default is p.empty) == (q.default is q.empty), f"{where}: {name}"
+                if p.default is not p.empty and not isinstance(p.default, StaticDefault):
+                    assert p.default == q.default, f"{where}: {name}"
+                if p.annotation is not p.empty:
+                    assert p.annotation == hints.get(name, q.annotation), f"{where}: {name}"

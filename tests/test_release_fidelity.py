@@ -86,3 +86,13 @@ def test_every_9b_recipe_uses_the_icetk_text_tokenizer():
         if tok is not None:
             assert tok.name == "icetk_text", name
             assert "id_offset" not in tok, name  # icetk's offset (20000) is built in
+
+
+def test_bad_schedule_settings_are_reported(cli):
+    result = cli("validate", "cogvideo_9b/stage1", "train.decay_steps=0", "+train.schedule_offset=-5")
+    assert result.code == 2
+    assert "train.decay_steps" in result.err and "500000" in result.err
+    assert "train.schedule_offset" in result.err and ">= 0" in result.err
+    # Defaults keep the old behaviour: the cosine spans the rest of the run and ends at the floor.
+    settings = train_settings(load_recipe("cogvideo_9b/stage2", ["train.decay_steps=null"]))
+    assert lr_at(settings.steps - 1, settings) == pytest.approx(settings.lr * settings.min_lr_ratio, rel=1e-6)

@@ -197,10 +197,10 @@ def test_cuda_device_without_cuda_is_refused_at_validate(cli):
 
 
 def test_every_train_problem_is_reported_at_once(cli):
-    result = cli("validate", "tiny/t2i", "train.lr=-1", "train.steps=abc", "+trian.steps=3",
+    result = cli("validate", "tiny/t2i", "train.lr=-1", "train.log_every=abc", "+trian.steps=3",
                  "model.attention.spatial.name=sdpx", "loggers.1.path=???")
     assert result.code == 2
-    for part in ("(5 problems)", "train.lr: must be a positive number", "train.steps: section 'train' expects int",
+    for part in ("(5 problems)", "train.lr: must be a positive number", "train.log_every: section 'train' expects int",
                  "trian: task 'train' takes no top-level key 'trian': did you mean 'train'?",
                  "model.attention.spatial.name: unknown attention 'sdpx'", "loggers.1.path: is ??? (left for you to set)"):
         assert part in result.err, (part, result.err)

@@ -142,10 +142,37 @@ def test_train_task_smoke(tmp_path):
         "train": {"steps": 3, "batch_size": 4, "log_every": 1},
         "loggers": [{"name": "jsonl", "path": str(tmp_path / "log.jsonl")}],
     })
+    from cogframe.config.validation import validate_recipe
+
     task = regs.build("task", {"name": "train_vqvae"})
-    task.validate(cfg, regs)
+    validate_recipe(cfg, regs, task=task)
     task.run(cfg, regs)
     metrics = __import__("json").loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["val_psnr"] > 0 and metrics["train_seconds"] > 0
     assert VQVAE.load(tmp_path / "model").codebook_size == 32
     assert (tmp_path / "val_recon.png").is_file() and len((tmp_path / "log.jsonl").read_text().splitlines()) == 4
+
+
+def test_patch_encoder_codes_each_token_from_its_own_patch_only():
+    """encoder=patch: a token's code depends only on its patch (black is one code wherever the object is)."""
+    import torch
+
+    from cogframe.plugins.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    local = VQVAE(encoder="patch", channels=8, channel_mult=[1, 2, 2], codebook_size=64)
+    contextual = VQVAE(encoder="conv", channels=8, channel_mult=[1, 2, 2], codebook_size=64)
+    frames = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    frames[0, 0, 4:12, 4:12] = 255     # a red square top-left ...
+    frames[1, 1, 20:28, 20:28] = 255   # ... or a green one bottom-right
+    black = torch.ones(8, 8, dtype=torch.bool)
+    black[1:3, 1:3] = False
+    black[5:7, 5:7] = False            # patches black in both frames
+    codes = local.encode(frames)
+    assert torch.equal(codes[0][black], codes[1][black])
+    assert codes[0][black].unique().numel() == 1
+    assert local.config["encoder"] == "patch"
+    # The contextual encoder has no such guarantee; at least it must still run on the same input.
+    assert contextual.encode(frames).shape == codes.shape
+    with pytest.raises(ConfigError, match="encoder must be one of"):
+        VQVAE(encoder="unet")

@@ -26,7 +26,6 @@ import importlib
 import importlib.util
 import inspect
 import pathlib
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -502,8 +501,6 @@ def read_module(module: str) -> StaticModule | None:
         The declarations, or None when the module cannot be read statically (no source, a syntax
         error, or any declaration that is not literal); the caller should then import it.
     """
-    if module in sys.modules:
-        return None  # already imported: the real objects are at hand and cost nothing
     try:
         return _reader(module).read()
     except (_NotStatic, ValueError, TypeError):

@@ -21,7 +21,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def register_components() -> list[Any]:
     """Returns the components this plugin provides.
 
-    Each item is a class or factory decorated with ``@cogframe.registry.component(kind, name)``.
+    Each item is a class or factory decorated with ``@cogframe.registry.component(kind, name)``,
+    or a lazy :class:`~cogframe.registry.ComponentSpec` from ``lazy_component(...)`` /
+    ``lazy_components(module)`` whose implementation is imported only when it is built.
     cogframe registers them with the plugin's origin; a (kind, name) registered by two plugins is an
     error naming both.
 

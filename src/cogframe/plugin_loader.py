@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -182,6 +183,8 @@ def _lazy_builtin(module: str) -> LazyModulePlugin | None:
     """A stand-in for ``module`` when its only hook is a statically readable register_components."""
     from cogframe.component_source import read_module
 
+    if module in sys.modules:
+        return None  # already imported: its real objects are at hand and cost nothing
     static = read_module(module)
     if static is None or tuple(static.hooks) != ("register_components",):
         return None

@@ -5,6 +5,12 @@ A component is any class or factory decorated with :func:`component`. The decora
 ``register_components`` hook and :mod:`cogframe.plugins` registers them into a :class:`Registries`
 with the plugin's origin. This module imports nothing of cogframe's model code (no torch, no
 ``cogframe.core``), so listing and validating recipes stays fast.
+
+A component can also be registered *lazily*: :func:`lazy_components` reads a module's
+``@component`` declarations from its source (:mod:`cogframe.component_source`) and
+:func:`lazy_component` declares one by ``"module:Attribute"``; the implementation is imported the
+first time it is built. Declared :class:`Capabilities` are checked against what a caller
+:class:`Needs` (device, dtype, backward, mask) before anything is built.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""``cogframe plugins``: list loaded plugins and every registered component per kind."""
+"""``cogframe plugins``: list loaded plugins and every registered component per kind.
+
+Imports no torch for the built-in components: they are registered lazily (their declarations are
+read from source) and their availability checks answer from package metadata where they can.
+Only the xformers check imports torch, and only when xformers is installed (it asks
+``torch.cuda.is_available()``).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +39,9 @@ def _collect(kinds: tuple[str, ...]) -> dict:
                 "reason": reason,
                 "description": spec.description,
                 "capabilities": spec.capabilities.to_dict(),
+                "constraints": spec.capabilities.describe(),
                 "runtime_kwargs": list(spec.runtime_kwargs),
+                "lazy": spec.lazy,
             }
             for spec in registries.specs(kind)
         ]
@@ -57,5 +65,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         table = [(c["name"], c["origin"], "yes" if c["available"] else f"no: {c['reason']}", c["description"])
                  for c in rows]
-        print(format_table(("name", "origin", "available", "description"), table, indent="  "))
+        headers = ("name", "origin", "available", "description")
+        if any(c["constraints"] != "-" for c in rows):
+            # Devices / dtypes / backward / masks: what building a model from a recipe checks.
+            table = [(*row[:3], c["constraints"], row[3]) for row, c in zip(table, rows)]
+            headers = ("name", "origin", "available", "constraints", "description")
+        print(format_table(headers, table, indent="  "))
     return 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from cogframe.cli import launch
 from cogframe.cli.validate import add_recipe_arguments
 from cogframe.plugins import get_registries
 from cogframe.config.recipes import load_recipe, validate_recipe
@@ -17,28 +18,19 @@ HELP = "Run a recipe: validate it, then hand it to its task (training, sampling,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the recipe positionals and ``--nproc``."""
+    """Adds the recipe positionals and the launch options (``--nproc``, ``--nnodes``, ...)."""
     add_recipe_arguments(parser)
-    parser.add_argument("--nproc", type=int, default=1, metavar="N",
-                        help="run N processes on this machine under torchrun (FSDP2 training)")
+    launch.add_launch_arguments(parser)
 
 
-def launch_torchrun(args: argparse.Namespace) -> int:
-    """Re-run this command as N torchrun workers and return their exit status.
+def launch_torchrun(args: argparse.Namespace, cfg: DictConfig | None = None) -> int:
+    """Re-run this command as torchrun workers (this node's) and return their exit status.
 
     Each worker is a plain ``cogframe run`` that finds RANK/WORLD_SIZE in its environment; CPU
-    workers default to one thread each so N processes do not oversubscribe the cores.
+    workers default to one thread each so N processes do not oversubscribe the cores. One node
+    or several: :mod:`cogframe.cli.launch`.
     """
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={args.nproc}", "-m", "cogframe", "run", args.recipe,
-               *args.overrides]
-    return subprocess.call(command, env=env)
+    return launch.launch(args, cfg)
 
 
 def run_task(cfg: DictConfig, registries: Registries, *, task: Any = None) -> None:
@@ -60,19 +52,12 @@ def run_task(cfg: DictConfig, registries: Registries, *, task: Any = None) -> No
 
 def run(args: argparse.Namespace) -> int:
     """Loads the recipe with its overrides, validates it completely, then runs its task."""
-    from cogframe.errors import ConfigError
-
+    # Launch options first: a wrong combination costs nothing to report.
+    launch.check_launch_arguments(args)
     registries = get_registries()
     cfg = load_recipe(args.recipe, args.overrides)
     task = validate_recipe(cfg, registries, source=args.recipe)
-    if args.nproc < 1:
-        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}.")
-    if args.nproc > 1:
-        import os
-
-        if "WORLD_SIZE" in os.environ:
-            raise ConfigError("--nproc inside a torchrun worker: launch either with torchrun or "
-                              "with `cogframe run --nproc N`, not both.")
-        return launch_torchrun(args)
+    if launch.needs_launch(args):
+        return launch_torchrun(args, cfg)
     run_task(cfg, registries, task=task)
     return 0

@@ -41,11 +41,15 @@ def _walk(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:
 
 
 def _weights_problem(where: str, model: dict) -> Problem | None:
+    folder = Path(str(model["weights"]))
+    if folder.is_file() and folder.suffix == ".safetensors":
+        return None  # a single weights file (tiny models): checked by the loader, not a converted folder
+    # Imported here, not at the top: they import torch, and validating a recipe with weight files
+    # (the tiny models) must stay torch-free.
+    from cogframe.core.weights.pretrained import CONFIG_FILE, read_weights_info
     from cogframe.core.weights.sat_files import is_sat_folder
     from cogframe.core.weights.sharded_safetensors import INDEX_FILE
-    from cogframe.core.weights.pretrained import CONFIG_FILE, read_weights_info
 
-    folder = Path(str(model["weights"]))
     release = _RELEASES.get(str(model.get("preset")), "cogvideo-stage1 / cogvideo-stage2")
     convert = f"`cogframe convert sat {release}/ {folder}`"
     if not folder.exists():

@@ -164,8 +164,9 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], *, slots: Mapping
             # Set whole; a value that is not a list is then reported by validation with the fix.
             value = [_as_node(v) for v in value] if isinstance(value, list) else value
             replace = True
-        elif components.is_node(cfg, key) and (isinstance(value, str) or value is None
-                                               or (isinstance(value, dict) and "name" in value)):
+        elif components.is_node(cfg, key) and not (isinstance(value, dict) and "name" not in value):
+            # Anything but a mapping of keywords replaces the node (a list, say, is then reported
+            # by validation with the fix); a mapping without `name` sets keywords of the node.
             value, replace = _as_node(value), True
         known = (components.is_slot(key) or components.is_list_slot(key)
                  or any(key.startswith(f"{s}.") for s in swapped))

@@ -202,6 +202,33 @@ def _base_path(base: object, child: Path) -> Path:
     raise _unknown_recipe(base, index, f"{child}: base '{base}' is not a recipe name")
 
 
+def _missing_paths(node: object, prefix: str) -> list[str]:
+    """Dotted paths of the ``???`` values in a plain container (list items by index)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found = []
+    for key, child in items:
+        if child == "???":
+            found.append(f"{prefix}{key}")
+        else:
+            found += _missing_paths(child, f"{prefix}{key}.")
+    return found
+
+
+def _container_clash(base: object, child: object, prefix: str) -> tuple[str, str, str] | None:
+    """The first key that is a list on one side and a mapping on the other: (path, base's, child's)."""
+    kind = {dict: "mapping", list: "list"}
+    if isinstance(base, dict) and isinstance(child, dict):
+        for key in child:
+            if key in base:
+                found = _container_clash(base[key], child[key], f"{prefix}{key}.")
+                if found is not None:
+                    return found
+        return None
+    if type(base) in kind and type(child) in kind and type(base) is not type(child):
+        return prefix.rstrip("."), kind[type(base)], kind[type(child)]
+    return None
+
+
 def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain[chain.index(path):], path))
@@ -213,9 +240,21 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
     parent = _load_with_bases(_base_path(base, path), (*chain, path))
     try:
         merged = OmegaConf.merge(parent, cfg)
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, TypeError, ValueError) as exc:
+        clash = _container_clash(OmegaConf.to_container(parent, resolve=False),
+                                 OmegaConf.to_container(cfg, resolve=False), "")
+        if clash is not None:
+            key, was, now = clash
+            raise ConfigError(
+                f"{path}: '{key}' is a {now} here but a {was} in its base {base}, so the two cannot be merged: "
+                f"write it as a {was}" + (f" (e.g. '{key}: [{{name: ...}}]')" if was == "list" else "")
+            ) from None
         raise ConfigError(f"{path} cannot be merged onto its base {base}: {exc}. Make the key types agree") from None
     assert isinstance(merged, DictConfig)
+    # omegaconf's merge keeps the base's value where the child writes ???; a child that marks a
+    # value mandatory means it, so the markers are put back.
+    for key in _missing_paths(OmegaConf.to_container(cfg, resolve=False), ""):
+        OmegaConf.update(merged, key, "???", merge=False, force_add=True)
     return merged
 
 

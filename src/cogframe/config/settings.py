@@ -84,15 +84,19 @@ def parse_section(cls: type[T], node: Any, *, where: str) -> tuple[T | None, lis
     label = f"section '{where}'" if where else "the recipe's top level"
     problems = [missing_problem(f"{at}{key}") for key in missing]
     problems += keyword_problems(cls, values, where=where, label=label, supplied_later=missing)
-    if problems:
-        return None, problems
+    # The value checks run even when some keys are wrong: on the other keys, with the defaults in
+    # place of the wrong ones, so one pass reports every problem (a key is reported once).
+    wrong = {p.where[len(at):] for p in problems} | set(missing)
     try:
-        obj = cls(**values)
+        obj = cls(**{k: v for k, v in values.items() if k not in wrong})
     except (TypeError, ValueError) as exc:
+        if problems:
+            return None, problems  # a wrong required key: nothing to check the values on
         return None, [Problem(where, str(exc), "fix the value in the recipe")]
     check = getattr(obj, "problems", None)
     if callable(check):
-        problems = [dataclasses.replace(p, where=f"{at}{p.where}" if p.where else where) for p in check()]
+        problems += [dataclasses.replace(p, where=f"{at}{p.where}" if p.where else where)
+                     for p in check() if p.where not in wrong]
     return (None if problems else obj), problems
 
 

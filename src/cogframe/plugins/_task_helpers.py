@@ -25,8 +25,22 @@ from cogframe.errors import ConfigError, Problem, problems_error
 from cogframe.registry import Registries
 from cogframe.signatures import keyword_problems
 
-__all__ = ["build_split", "output_dir", "require", "seed_everything", "split_names", "split_problems",
-           "task_settings"]
+__all__ = ["build_split", "check_recipe", "output_dir", "require", "seed_everything", "split_names",
+           "split_problems", "task_settings"]
+
+
+def check_recipe(task: Any, cfg: DictConfig, registries: Registries) -> None:
+    """A task's ``validate``: the whole of recipe validation with this task instance.
+
+    Tasks list their own problems in ``problems(cfg, registries)`` (which validation calls); this
+    keeps ``task.validate(cfg, registries)`` meaning "check the recipe for me, raise if invalid".
+
+    Raises:
+        ConfigError: Listing every problem of the recipe.
+    """
+    from cogframe.config.validation import validate_recipe
+
+    validate_recipe(cfg, registries, source=f"the {cfg.get('task')} recipe", task=task)
 
 
 def task_settings(task: Any, cfg: DictConfig, *, strict: bool = False) -> dict[str, Any] | None:

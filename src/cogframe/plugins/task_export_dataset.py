@@ -34,7 +34,14 @@ from cogframe.core.io.datasets import iter_clips
 from cogframe.core.io.video import write_video
 from cogframe.errors import Problem
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._task_helpers import build_split, output_dir, split_names, split_problems, task_settings
+from cogframe.plugins._task_helpers import (
+    build_split,
+    check_recipe,
+    output_dir,
+    split_names,
+    split_problems,
+    task_settings,
+)
 from cogframe.registry import Registries, component
 from cogframe.plugins._run_folder import locks_run_folder
 
@@ -79,6 +86,10 @@ class ExportDatasetTask:
     list_slots = ()
     sections = {"": ExportSettings}
     recipe_keys = ("splits",)
+
+    def validate(self, cfg: DictConfig, registries: Registries) -> None:
+        """Checks the whole recipe for this task; raises one ConfigError listing every problem."""
+        check_recipe(self, cfg, registries)
 
     def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
         """The split keywords (sections and slots: validation)."""

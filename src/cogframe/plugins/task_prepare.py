@@ -47,7 +47,14 @@ from cogframe.core.io.token_shards import MANIFEST_FILE, SHARD_FORMAT, SHARD_VER
 from cogframe.core.training.settings import seed_problem
 from cogframe.errors import ConfigError, DataError, Problem
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._task_helpers import build_split, output_dir, split_names, split_problems, task_settings
+from cogframe.plugins._task_helpers import (
+    build_split,
+    check_recipe,
+    output_dir,
+    split_names,
+    split_problems,
+    task_settings,
+)
 from cogframe.registry import Registries, component
 from cogframe.plugins._run_folder import locks_run_folder
 
@@ -131,6 +138,10 @@ class PrepareTask:
     list_slots = ()
     sections = {"": PrepareSettings}
     recipe_keys = ("splits",)
+
+    def validate(self, cfg: DictConfig, registries: Registries) -> None:
+        """Checks the whole recipe for this task; raises one ConfigError listing every problem."""
+        check_recipe(self, cfg, registries)
 
     def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
         """The split keywords and the components prepare cannot run without."""

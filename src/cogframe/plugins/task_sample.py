@@ -291,6 +291,10 @@ def _build_stages(cfg: DictConfig, registries: Registries, context: SampleContex
         except CogframeError as exc:
             problems.append(Problem(f"{where} ({node.get('name')})", str(exc), ""))
             break  # later stages depend on this one's frame rate
+        if stage.space == "tokens" and any(done.space == "pixels" for done in stages):
+            problems.append(Problem(f"{where} ({node.get('name')})", "works on token grids but comes after a "
+                                    "pixel stage", "list every token stage before the pixel stages"))
+            break
         stages.append(stage)
         fps = stage.output_fps
     if problems:

@@ -47,7 +47,7 @@ from cogframe.config.model import (
     build_model_from_recipe,
     model_config_from_recipe,
 )
-from cogframe.plugins._task_helpers import task_settings
+from cogframe.plugins._task_helpers import check_recipe, task_settings
 from cogframe.registry import Registries, component
 from cogframe.plugins._run_folder import locks_run_folder
 
@@ -74,6 +74,10 @@ class TrainTask:
         """Both attention backends train: backward on ``train.device`` in ``train.dtype``."""
         return attention_needs(device=OmegaConf.select(cfg, "train.device", default=None),
                                dtype=OmegaConf.select(cfg, "train.dtype", default=None), training=True)
+
+    def validate(self, cfg: DictConfig, registries: Registries) -> None:
+        """Checks the whole recipe for this task; raises one ConfigError listing every problem."""
+        check_recipe(self, cfg, registries)
 
     def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
         """The device, the model config, the weights files and the freezing rule (sections and

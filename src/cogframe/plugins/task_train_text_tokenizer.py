@@ -26,7 +26,14 @@ from cogframe.core.io.datasets import iter_clips
 from cogframe.core.io.frame_rate import DEFAULT_PREFIX_FORMAT, DEFAULT_RATES, duration_prefix, normalize_rates
 from cogframe.errors import ConfigError, Problem
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins._task_helpers import build_split, output_dir, split_names, split_problems, task_settings
+from cogframe.plugins._task_helpers import (
+    build_split,
+    check_recipe,
+    output_dir,
+    split_names,
+    split_problems,
+    task_settings,
+)
 from cogframe.plugins.tokenizer_sentencepiece import SentencePieceTokenizer
 from cogframe.registry import Registries, component
 from cogframe.plugins._run_folder import locks_run_folder
@@ -52,10 +59,9 @@ class CorpusSettings:
     def problems(self) -> list[Problem]:
         """Positive rates, at least 2 frames, a format that formats a number."""
         found = []
-        try:
-            normalize_rates(self.prefix_rates, "prefix_rates")
-        except ConfigError as exc:
-            found.append(Problem("prefix_rates", str(exc).rstrip("."), "e.g. [0.25, 0.5, 1, 2, 4, 8]"))
+        if not self.prefix_rates or any(not 0 < r < float("inf") for r in self.prefix_rates):
+            found.append(Problem("prefix_rates", "must be a non-empty list of positive frame rates, got "
+                                 f"{list(self.prefix_rates)}", "e.g. [0.25, 0.5, 1, 2, 4, 8]"))
         if self.frames < 2:
             found.append(Problem("frames", f"must be >= 2, got {self.frames}", "e.g. 5 (the key frames)"))
         try:
@@ -114,6 +120,10 @@ class TrainTextTokenizerTask:
     list_slots = ()
     sections = {"": TextTokenizerRunSettings, "corpus": CorpusSettings, "tokenizer": TokenizerSettings}
     recipe_keys = ("splits",)
+
+    def validate(self, cfg: DictConfig, registries: Registries) -> None:
+        """Checks the whole recipe for this task; raises one ConfigError listing every problem."""
+        check_recipe(self, cfg, registries)
 
     def problems(self, cfg: DictConfig, registries: Registries) -> list:
         """The split keywords (sections and slots: validation)."""

@@ -29,7 +29,7 @@ Recipe keys::
     splits: {train: {split: train, num_clips: 100000}, val: {split: val, num_clips: 1000}}
     model: {num_frames: 9, width: 16, embed_dim: 64}
     views: {min_frames: 5, max_frames: 33, min_span: 0.5, blur_prob: 0.5, max_blur_sigma: 1.0, max_noise: 0.03}
-    train: {steps: 600, batch_size: 32, lr: 3e-3, min_lr_ratio: 0.02, log_every: 50, threads: 1}
+    train: {steps: 200, batch_size: 32, lr: 5e-3, min_lr_ratio: 0.02, log_every: 50, threads: 1}
     loggers: [{name: jsonl, path: runs/tiny/video_classifier/train_log.jsonl}]
 """
 
@@ -159,9 +159,9 @@ class ClassifierTrainSettings:
         eval_batch_size: Clips per forward pass of the held-out evaluation (>= 1).
     """
 
-    steps: int = 600
+    steps: int = 200
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 5e-3
     min_lr_ratio: float = 0.02
     log_every: int = 50
     threads: int = 0
@@ -170,7 +170,7 @@ class ClassifierTrainSettings:
     def problems(self) -> list[Problem]:
         """Positive sizes and a usable schedule."""
         found = [Problem(key, f"must be >= {low}, got {getattr(self, key)}", f"e.g. {key}={example}")
-                 for key, low, example in (("steps", 1, 600), ("batch_size", 2, 32), ("log_every", 1, 50),
+                 for key, low, example in (("steps", 1, 200), ("batch_size", 2, 32), ("log_every", 1, 50),
                                            ("eval_batch_size", 1, 200), ("threads", 0, 1))
                  if getattr(self, key) < low]
         if not self.lr > 0:

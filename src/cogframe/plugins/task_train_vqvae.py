@@ -38,6 +38,7 @@ from cogframe.hookspecs import hookimpl
 from cogframe.core.training.settings import seed_problem
 from cogframe.plugins._task_helpers import (
     build_split,
+    check_recipe,
     output_dir,
     seed_everything,
     split_names,
@@ -147,6 +148,10 @@ class TrainVQVAETask:
     list_slots = ("loggers",)
     sections = {"": VQVAERunSettings, "train": VQVAETrainSettings}
     recipe_keys = ("splits",)
+
+    def validate(self, cfg: DictConfig, registries: Registries) -> None:
+        """Checks the whole recipe for this task; raises one ConfigError listing every problem."""
+        check_recipe(self, cfg, registries)
 
     def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
         """The split keywords and the held-out split (sections and slots: validation)."""

@@ -27,17 +27,21 @@ tokenizer maps such characters to ``<unk>`` silently; ``icetk_text`` inherits th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import io
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import torch
 
 from cogframe.core.io.atomic import atomic_write_bytes
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
+
+if TYPE_CHECKING:  # torch only for annotations: validating a recipe must stay torch-free
+    import torch
 
 __all__ = ["BOI_PIECE", "PAD_PIECE", "SEP_PIECE", "SentencePieceTokenizer"]
 
@@ -264,6 +268,8 @@ class SentencePieceTokenizer:
                     f"{spelled} Prompt: {((prefix + ' <n> ') if prefix else '') + caption!r}")
             body = body[:text_len - len(head)]  # keep the prefix: it carries the frame rate
         tokens = head + body
+        import torch  # here, not at the top: encoding prompts for validation needs no tensors
+
         ids = torch.full((text_len,), self.pad_id, dtype=torch.long)
         valid = torch.zeros(text_len, dtype=torch.bool)
         if tokens:

@@ -64,6 +64,7 @@ class VQVAE(ConvVQVAE):
         commitment: Weight of the commitment loss in ``stats["loss"]``.
         decay: EMA decay of the codebook.
         dead_code_threshold: EMA usage below which a code is restarted from the data.
+        encoder: ``conv`` or ``patch`` (every token coded from its own patch; the tiny default).
 
     Raises:
         ConfigError: Unsupported ``downsample`` or a keyword that contradicts the checkpoint.
@@ -74,8 +75,8 @@ class VQVAE(ConvVQVAE):
                  code_dim: int | None = None, channels: int | None = None,
                  channel_mult: Sequence[int] | None = None, num_res_blocks: int | None = None,
                  commitment: float | None = None, decay: float | None = None,
-                 dead_code_threshold: float | None = None) -> None:
-        given = {"downsample": downsample, "codebook_size": codebook_size, "code_dim": code_dim,
+                 dead_code_threshold: float | None = None, encoder: str | None = None) -> None:
+        given = {"encoder": encoder, "downsample": downsample, "codebook_size": codebook_size, "code_dim": code_dim,
                  "channels": channels, "channel_mult": None if channel_mult is None else [int(m) for m in channel_mult],
                  "num_res_blocks": num_res_blocks, "commitment": commitment, "decay": decay,
                  "dead_code_threshold": dead_code_threshold}

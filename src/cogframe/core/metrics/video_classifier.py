@@ -11,10 +11,10 @@ Input: uint8 clips ``[B, T, H, W, 3]`` with ``H == W == size``, any ``T >= 2``. 
 resampled to ``num_frames`` frames by nearest index over its whole length (:func:`resample_indices`),
 so 5 key frames and a 33-frame video of the same motion look alike to the network.
 
-Network (``[B, 3, F, H, W]`` in [0, 1]): three 3x3x3 convolution blocks (ReLU; the first two
-followed by 2x2 spatial max-pooling, the second also pooling time by 2), global average pooling, a
-linear layer to the ``embed_dim`` embedding (:meth:`VideoClassifier.features`), then one linear
-head per attribute. The label names are arguments (core does not import the dataset plugin) and
+Network (``[B, 3, F, H, W]`` in [0, 1]): two 1x3x3 convolution blocks per frame (batch norm,
+ReLU, 2x2 spatial max-pooling), one 3x3x3 block across time (stride 2 in time), global mean and
+max pooling, a linear layer to the ``embed_dim`` embedding (:meth:`VideoClassifier.features`),
+then one linear head per attribute. The label names are arguments (core does not import the dataset plugin) and
 are saved with the weights.
 
 Saved as a folder: ``config.json`` (architecture and label names) + ``model.safetensors``, both
@@ -65,7 +65,8 @@ def resample_indices(num_frames: int, target: int) -> np.ndarray:
     """
     if num_frames < 1 or target < 1:
         raise ShapeError(f"cannot resample a clip of {num_frames} frames to {target} frames; both must be >= 1.")
-    return np.round(np.linspace(0, num_frames - 1, target)).astype(np.int64)
+    # Round half up, not numpy's half-to-even, so ties spread evenly (5 -> 9: 0,1,1,2,2,3,3,4,4).
+    return np.floor(np.linspace(0, num_frames - 1, target) + 0.5).astype(np.int64)
 
 
 def _check_clip(clip: np.ndarray | torch.Tensor, size: int, where: str) -> None:
@@ -149,12 +150,18 @@ class VideoClassifier(nn.Module):
                        "embed_dim": int(embed_dim)}
         self.size, self.num_frames, self.embed_dim = int(size), int(num_frames), int(embed_dim)
         w = int(width)
+        # Spatial 1x3x3 blocks per frame first (shape and colour need full-resolution detail and
+        # are cheap there), then one 3x3x3 block that mixes time (motion) at 1/4 resolution.
         self.body = nn.Sequential(
-            nn.Conv3d(3, w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool3d((1, 2, 2)),
-            nn.Conv3d(w, 2 * w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool3d((2, 2, 2)),
-            nn.Conv3d(2 * w, 4 * w, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv3d(3, w, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(w), nn.ReLU(inplace=True),
+            nn.MaxPool3d((1, 2, 2)),
+            nn.Conv3d(w, 2 * w, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(2 * w), nn.ReLU(inplace=True),
+            nn.MaxPool3d((1, 2, 2)),
+            nn.Conv3d(2 * w, 4 * w, 3, padding=1, stride=(2, 1, 1)), nn.BatchNorm3d(4 * w), nn.ReLU(inplace=True),
         )
-        self.embed = nn.Linear(4 * w, self.embed_dim)
+        # Mean and max pooling together: the object covers a small part of the frame, and a
+        # detector of a corner or an apex ("is it anywhere?") is a max, which a mean dilutes.
+        self.embed = nn.Linear(8 * w, self.embed_dim)
         self.heads = nn.ModuleDict({name: nn.Linear(self.embed_dim, len(names)) for name, names in labels.items()})
 
     # ---- the network on prepared pixels ------------------------------------------------------
@@ -164,8 +171,9 @@ class VideoClassifier(nn.Module):
         if x.ndim != 5 or tuple(x.shape[1:]) != (3, self.num_frames, self.size, self.size):
             raise ShapeError(f"prepared input has shape {tuple(x.shape)}; expected [B, 3, {self.num_frames}, "
                              f"{self.size}, {self.size}] (use clips_to_tensor).")
-        # Centre the pixels around 0 so the first layer's ReLUs start half active on black frames.
-        pooled = self.body(x * 2.0 - 1.0).mean(dim=(2, 3, 4))
+        # Centre the pixels around 0: the black background is -1, not a dead 0 input.
+        hidden = self.body(x * 2.0 - 1.0)
+        pooled = torch.cat([hidden.mean(dim=(2, 3, 4)), hidden.amax(dim=(2, 3, 4))], dim=1)
         return torch.relu(self.embed(pooled))
 
     def logits_of_pixels(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

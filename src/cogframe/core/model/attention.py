@@ -19,8 +19,10 @@ Text and frame keys always share one softmax (as in the release's ``attention_lo
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,30 @@ __all__ = [
     "default_scale",
     "dense_bias",
     "dense_sdpa_attention",
+    "shared_dense_masks",
 ]
+
+# Dense masks built within the current ``shared_dense_masks`` block (None outside one).
+_SHARED_MASKS: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "cogframe_shared_dense_masks", default=None)
+
+
+@contextlib.contextmanager
+def shared_dense_masks() -> Iterator[None]:
+    """Within the block, :func:`dense_bias` builds each distinct mask once and reuses it.
+
+    The model opens one block per forward pass: its layers call their backends with equal
+    masks (the spatial mask is the same at every layer) on the same slot tensors, so the
+    dense mask of a pass need not be rebuilt per layer. Entries match on an equal
+    :class:`MaskSpec` and on the *same* slot and ``text_valid`` tensor objects, which the
+    block keeps alive, so nothing built for other inputs is ever reused; they are dropped
+    when the block ends. Callers must not modify those tensors inside the block.
+    """
+    token = _SHARED_MASKS.set([])
+    try:
+        yield
+    finally:
+        _SHARED_MASKS.reset(token)
 
 
 class AttentionBackend(Protocol):
@@ -99,8 +124,22 @@ def dense_bias(
     """Additive ``[B, 1, Sq, Sk]`` float mask: 0 (or ``text_bias`` on text keys) / -inf.
 
     Every row has at least one allowed key (the mask library guarantees it), so -inf never
-    produces an all-masked softmax row.
+    produces an all-masked softmax row. Inside :func:`shared_dense_masks` the result is shared
+    with later calls of the same inputs: treat it as read-only.
     """
+    shared = _SHARED_MASKS.get()
+    if shared is not None:
+        for entry in shared:
+            if (entry[1] is q_slots and entry[2] is k_slots and entry[3] is text_valid
+                    and entry[4] == dtype and entry[5] == text_bias and entry[0] == mask):
+                return entry[6]
+    bias = _dense_bias(mask, q_slots, k_slots, text_valid, dtype=dtype, text_bias=text_bias)
+    if shared is not None:
+        shared.append((mask, q_slots, k_slots, text_valid, dtype, text_bias, bias))
+    return bias
+
+
+def _dense_bias(mask, q_slots, k_slots, text_valid, *, dtype, text_bias) -> torch.Tensor:
     allowed = mask.dense(q_slots, k_slots, text_valid)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=q_slots.device)
     if text_bias:

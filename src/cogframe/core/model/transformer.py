@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from cogframe.core.model.attention import AttentionBackend, dense_sdpa_attention
+from cogframe.core.model.attention import AttentionBackend, dense_sdpa_attention, shared_dense_masks
 from cogframe.core.model.layout import Stage, TokenLayout
 from cogframe.core.model.masks import MaskSpec, TemporalConfig, spatial_mask, temporal_mask
 from cogframe.errors import ShapeError
@@ -36,6 +36,8 @@ __all__ = [
     "TransformerLayer",
     "CogVideoTransformer",
     "KVCache",
+    "ConcatKVCache",
+    "FrameRows",
     "LayerKV",
     "loss_fn",
 ]
@@ -168,56 +170,167 @@ class TemporalChannel(nn.Module):
 
 
 # ================================================================================== KV cache
-def _cat(old: torch.Tensor | None, new: torch.Tensor, dim: int) -> torch.Tensor:
-    return new if old is None else torch.cat([old, new], dim=dim)
-
-
-@dataclass
 class LayerKV:
-    """Cached keys/values of one layer: ``[B, H, S_cached, D]`` per channel."""
+    """Keys/values of one layer, per channel, in buffers preallocated to the layout's length.
 
-    spatial_k: torch.Tensor | None = None
-    spatial_v: torch.Tensor | None = None
-    temporal_k: torch.Tensor | None = None
-    temporal_v: torch.Tensor | None = None
+    ``spatial_k`` / ``temporal_k`` ... are ``[B, H, capacity, D]``; only the first
+    ``len(cache.spatial_slots)`` / ``len(cache.temporal_slots)`` positions hold keys. A pass
+    writes its new keys in place after them and attends to a view of the filled part, so no
+    pass copies the keys already cached (a growing ``torch.cat`` copies O(S) per pass and
+    O(S^2) per decoding run).
+    """
+
+    __slots__ = ("cache", "spatial_k", "spatial_v", "temporal_k", "temporal_v")
+
+    def __init__(self, cache: "KVCache"):
+        self.cache = cache
+        self.spatial_k = self.spatial_v = self.temporal_k = self.temporal_v = None
+
+    def _buffers(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, heads, _, dim = k.shape
+        shape = (batch, heads, self.cache.capacity, dim)
+        return k.new_empty(shape), k.new_empty(shape)
 
     def extend_spatial(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append new spatial keys/values; return all of them."""
-        self.spatial_k, self.spatial_v = _cat(self.spatial_k, k, 2), _cat(self.spatial_v, v, 2)
-        return self.spatial_k, self.spatial_v
+        """Write this pass's spatial keys/values in place; return views of all cached ones."""
+        if self.spatial_k is None:
+            self.spatial_k, self.spatial_v = self._buffers(k)
+        lo, hi = self.cache.spatial_range
+        self.spatial_k[:, :, lo:hi] = k
+        self.spatial_v[:, :, lo:hi] = v
+        return self.spatial_k[:, :, :hi], self.spatial_v[:, :, :hi]
 
     def extend_temporal(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append new temporal keys/values; return all of them."""
-        self.temporal_k, self.temporal_v = _cat(self.temporal_k, k, 2), _cat(self.temporal_v, v, 2)
-        return self.temporal_k, self.temporal_v
+        """Write this pass's temporal keys/values in place; return views of all cached ones."""
+        if self.temporal_k is None:
+            self.temporal_k, self.temporal_v = self._buffers(k)
+        lo, hi = self.cache.temporal_range
+        self.temporal_k[:, :, lo:hi] = k
+        self.temporal_v[:, :, lo:hi] = v
+        return self.temporal_k[:, :, :hi], self.temporal_v[:, :, :hi]
 
 
 class KVCache:
-    """Keys and values of every slot seen so far, per layer and channel.
+    """Keys and values of every slot seen so far, per layer and channel (preallocated).
+
+    Capacity is the layout's ``seq_len``: a decoding run feeds every slot at most once, so the
+    buffers (allocated at the first pass, with that pass's batch, heads, dtype and device) never
+    grow. Each pass appends in place (:meth:`begin_pass` reserves the positions, the layers write
+    their keys there), so the time of a pass does not grow with the number of cached slots
+    beyond the attention itself.
 
     The spatial channel only ever looks at text and the query's own frame, so callers may
     drop the spatial keys of finished frames with :meth:`retain_spatial_frames` (the released
-    sampler's "limited spatial channel memory", models/cogvideo_cache_model.py); the temporal channel keeps all.
+    sampler's "limited spatial channel memory", models/cogvideo_cache_model.py); the temporal
+    channel keeps all. Dropping compacts the spatial buffers once per finished frame (the
+    kept keys move to the front; nothing moves when they already are), never once per pass.
     Masks are evaluated on the cached slot ids, so dropping keys never changes results for
     queries that could not see them.
+
+    Args:
+        num_layers: Transformer layers.
+        capacity: Most slots one run feeds (the layout's ``seq_len``).
     """
 
-    def __init__(self, num_layers: int):
-        self.layers = [LayerKV() for _ in range(num_layers)]
+    def __init__(self, num_layers: int, capacity: int):
+        if capacity < 1:
+            raise ShapeError(f"a KV cache needs a capacity of at least 1 slot, got {capacity}.")
+        self.capacity = int(capacity)
+        self.layers = [LayerKV(self) for _ in range(num_layers)]
+        self._slots: torch.Tensor | None = None  # [2, capacity]: row 0 spatial, row 1 temporal
+        self._spatial_len = self._temporal_len = 0
+        self.spatial_range = self.temporal_range = (0, 0)
         self.spatial_slots: torch.Tensor | None = None
         self.temporal_slots: torch.Tensor | None = None
 
     def __len__(self) -> int:
         """Number of slots fed so far."""
+        return self._temporal_len
+
+    def begin_pass(self, slots: torch.Tensor) -> None:
+        """Reserve cache positions for the ``[S]`` slots of a forward pass.
+
+        The layers then write their keys there (:meth:`LayerKV.extend_spatial`) and attend to
+        ``spatial_slots`` / ``temporal_slots``, which this sets to the filled part (one view
+        each, shared by every layer of the pass).
+
+        Raises:
+            ShapeError: The pass would hold more slots than the capacity.
+        """
+        n = int(slots.numel())
+        if self._temporal_len + n > self.capacity:
+            raise ShapeError(
+                f"the KV cache holds {self._temporal_len} of {self.capacity} slots and cannot take "
+                f"{n} more: a decoding run feeds each slot of the layout at most once; start a new "
+                "cache (model.new_cache()) for a new run."
+            )
+        if self._slots is None:
+            self._slots = torch.empty((2, self.capacity), dtype=torch.long, device=slots.device)
+        s0, t0 = self._spatial_len, self._temporal_len
+        self._spatial_len, self._temporal_len = s0 + n, t0 + n
+        self.spatial_range, self.temporal_range = (s0, s0 + n), (t0, t0 + n)
+        if s0 == t0:  # nothing dropped yet: one write fills both rows
+            self._slots[:, s0:s0 + n] = slots
+        else:
+            self._slots[0, s0:s0 + n] = slots
+            self._slots[1, t0:t0 + n] = slots
+        self.spatial_slots = self._slots[0, :s0 + n]
+        self.temporal_slots = self._slots[1, :t0 + n]
+
+    def retain_spatial_frames(self, layout: TokenLayout, frames) -> None:
+        """Keep spatial keys of text and of the given frames only (exact: see class doc)."""
+        if self.spatial_slots is None:
+            return
+        coords = layout.coords(self.spatial_slots)
+        keep = ~coords.is_frame
+        for t in frames:
+            keep |= coords.t == t
+        index = keep.nonzero().squeeze(-1)
+        kept = int(index.numel())
+        if kept == self._spatial_len:
+            return
+        # Kept keys that already form a prefix stay where they are (sequential decoding: text).
+        moved = not bool((index == torch.arange(kept, device=index.device)).all())
+        if moved:
+            self._slots[0, :kept] = self.spatial_slots.index_select(0, index)
+            for kv in self.layers:
+                for name in ("spatial_k", "spatial_v"):
+                    buf = getattr(kv, name)
+                    if buf is not None:
+                        buf[:, :, :kept] = buf[:, :, :self._spatial_len].index_select(2, index)
+        self._spatial_len = kept
+        self.spatial_slots = self._slots[0, :kept]
+
+    def select_batch(self, index: torch.Tensor) -> None:
+        """Reorder/select batch rows of every cached tensor (e.g. after dropping samples)."""
+        for kv in self.layers:
+            for name in ("spatial_k", "spatial_v", "temporal_k", "temporal_v"):
+                t = getattr(kv, name)
+                if t is not None:
+                    setattr(kv, name, t.index_select(0, index))
+
+
+class ConcatKVCache:
+    """The growing cache cogframe had before :class:`KVCache`: ``torch.cat`` on every pass.
+
+    Same interface and results as :class:`KVCache`; each pass copies every cached key (O(S^2)
+    bytes per run). Kept as the reference the tests and ``benchmarks/kv_cache.py`` compare the
+    preallocated cache with (``model.cache_class = ConcatKVCache``).
+    """
+
+    def __init__(self, num_layers: int, capacity: int | None = None):
+        self.layers = [_ConcatLayerKV() for _ in range(num_layers)]
+        self.spatial_slots: torch.Tensor | None = None
+        self.temporal_slots: torch.Tensor | None = None
+
+    def __len__(self) -> int:
         return 0 if self.temporal_slots is None else int(self.temporal_slots.numel())
 
-    def extend_slots(self, slots: torch.Tensor) -> None:
-        """Record the slots of a forward step; layers then append their keys in the same order."""
+    def begin_pass(self, slots: torch.Tensor) -> None:
         self.spatial_slots = _cat(self.spatial_slots, slots, 0)
         self.temporal_slots = _cat(self.temporal_slots, slots, 0)
 
     def retain_spatial_frames(self, layout: TokenLayout, frames) -> None:
-        """Keep spatial keys of text and of the given frames only (exact: see class doc)."""
         if self.spatial_slots is None:
             return
         coords = layout.coords(self.spatial_slots)
@@ -231,12 +344,31 @@ class KVCache:
             kv.spatial_v = kv.spatial_v.index_select(2, index)
 
     def select_batch(self, index: torch.Tensor) -> None:
-        """Reorder/select batch rows of every cached tensor (e.g. after dropping samples)."""
         for kv in self.layers:
             for name in ("spatial_k", "spatial_v", "temporal_k", "temporal_v"):
                 t = getattr(kv, name)
                 if t is not None:
                     setattr(kv, name, t.index_select(0, index))
+
+
+def _cat(old: torch.Tensor | None, new: torch.Tensor, dim: int) -> torch.Tensor:
+    return new if old is None else torch.cat([old, new], dim=dim)
+
+
+@dataclass
+class _ConcatLayerKV:
+    spatial_k: torch.Tensor | None = None
+    spatial_v: torch.Tensor | None = None
+    temporal_k: torch.Tensor | None = None
+    temporal_v: torch.Tensor | None = None
+
+    def extend_spatial(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.spatial_k, self.spatial_v = _cat(self.spatial_k, k, 2), _cat(self.spatial_v, v, 2)
+        return self.spatial_k, self.spatial_v
+
+    def extend_temporal(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.temporal_k, self.temporal_v = _cat(self.temporal_k, k, 2), _cat(self.temporal_v, v, 2)
+        return self.temporal_k, self.temporal_v
 
 
 # ================================================================================== layer
@@ -276,6 +408,7 @@ class TransformerLayer(nn.Module):
         cache: KVCache | None = None,
         use_temporal: bool = True,
         text_bias: float = 0.0,
+        frame_rows: "FrameRows | None" = None,
     ) -> torch.Tensor:
         cfg = self.config
         dropout_p = cfg.attention_dropout if self.training else 0.0
@@ -302,23 +435,56 @@ class TransformerLayer(nn.Module):
             if cache is not None:
                 k1, v1 = kv.extend_temporal(k1, v1)
                 tk_slots = cache.temporal_slots
-            frame_rows = (q_slots >= cfg.layout.text_len).nonzero().squeeze(-1)
-            if use_temporal and frame_rows.numel():
+            rows = frame_rows if frame_rows is not None else FrameRows.of(q_slots, cfg.layout.text_len)
+            if use_temporal and rows.count:
                 ctx1 = temporal_attention(
-                    q1.index_select(2, frame_rows), k1, v1, self.temporal_mask,
-                    q_slots.index_select(0, frame_rows), tk_slots, text_valid,
+                    rows.select(q1, 2), k1, v1, self.temporal_mask, rows.slots, tk_slots, text_valid,
                     dropout_p=dropout_p, text_bias=text_bias,
                 )
                 plus = self.temporal.dense(merge_heads(ctx1))
                 alpha = torch.sigmoid(self.temporal.alpha_logit)
-                base = attn_out.index_select(1, frame_rows)
-                mixed = alpha * base + (1 - alpha) * plus
-                attn_out = attn_out.index_copy(1, frame_rows, mixed.to(attn_out.dtype))
+                mixed = alpha * rows.select(attn_out, 1) + (1 - alpha) * plus
+                attn_out = rows.replace(attn_out, 1, mixed.to(attn_out.dtype))
 
         h = x + self.third_layernorm(attn_out)
         mlp_out = F.dropout(self.mlp(self.post_attention_layernorm(h)), cfg.hidden_dropout,
                             self.training)
         return h + self.fourth_layernorm(mlp_out)
+
+
+class FrameRows:
+    """The rows of a forward pass that hold frame slots (the temporal channel's queries).
+
+    Computed once per forward and shared by every layer. When every row is a frame row (every
+    generation pass of the decoder) selecting and scattering them back is the identity, so
+    :meth:`select` and :meth:`replace` skip the ``index_select`` / ``index_copy``.
+
+    Args:
+        index: Row indices of the frame rows, or None when every row is one.
+        slots: ``[n]`` slots of the frame rows.
+    """
+
+    __slots__ = ("index", "slots", "count")
+
+    def __init__(self, index: torch.Tensor | None, slots: torch.Tensor):
+        self.index, self.slots, self.count = index, slots, int(slots.numel())
+
+    @classmethod
+    def of(cls, q_slots: torch.Tensor, text_len: int) -> "FrameRows":
+        """The frame rows of the ``[S]`` slots ``q_slots``."""
+        is_frame = q_slots >= text_len
+        if bool(is_frame.all()):
+            return cls(None, q_slots)
+        index = is_frame.nonzero().squeeze(-1)
+        return cls(index, q_slots.index_select(0, index))
+
+    def select(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """The frame rows of ``x`` along ``dim``."""
+        return x if self.index is None else x.index_select(dim, self.index)
+
+    def replace(self, x: torch.Tensor, dim: int, rows: torch.Tensor) -> torch.Tensor:
+        """``x`` with its frame rows along ``dim`` replaced by ``rows``."""
+        return rows if self.index is None else x.index_copy(dim, self.index, rows)
 
 
 # ================================================================================== model
@@ -477,26 +643,34 @@ class CogVideoTransformer(nn.Module):
                     f"{input_ids.shape[0]} (dimension 0 must agree)."
                 )
         if cache is not None:
-            cache.extend_slots(slots)
+            cache.begin_pass(slots)
 
         position_ids = layout.position_ids(slots, text_valid).expand(input_ids.shape[0], -1)
         h = self.embed(input_ids, position_ids)
-        for layer in self.layers:
-            args = (slots, text_valid, self.spatial_attention, self.temporal_attention, cache,
-                    use_temporal, text_bias)
-            if self.activation_checkpointing and self.training and cache is None:
-                h = checkpoint(layer, h, *args, use_reentrant=False)
-            else:
-                h = layer(h, *args)
+        frame_rows = FrameRows.of(slots, layout.text_len) if cfg.has_temporal_channel else None
+        # The layers share their masks (the spatial mask is the same at every layer, the
+        # temporal one alternates with the shift): within this pass a dense mask is built once
+        # per distinct mask, not once per layer.
+        with shared_dense_masks():
+            for layer in self.layers:
+                args = (slots, text_valid, self.spatial_attention, self.temporal_attention, cache,
+                        use_temporal, text_bias, frame_rows)
+                if self.activation_checkpointing and self.training and cache is None:
+                    h = checkpoint(layer, h, *args, use_reentrant=False)
+                else:
+                    h = layer(h, *args)
         h = self.final_layernorm(h)
         if return_hidden:
             return h
         # Tied output head, restricted to image ids (SAT ``final_forward_default``).
         return h @ self.word_embeddings.weight[: cfg.image_vocab_size].t()
 
+    cache_class: type = KVCache
+    """What :meth:`new_cache` builds (tests and benchmarks set :class:`ConcatKVCache`)."""
+
     def new_cache(self) -> KVCache:
-        """An empty KV cache for incremental decoding with this model."""
-        return KVCache(self.config.num_layers)
+        """An empty KV cache for incremental decoding with this model (capacity: the layout)."""
+        return self.cache_class(self.config.num_layers, self.config.layout.seq_len)
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

@@ -25,12 +25,14 @@ from cogframe.core.model.vector_quantizer import EMACodebook
 from cogframe.errors import ConfigError, ShapeError
 
 __all__ = ["ARCH_KEYS", "DEFAULTS", "SUPPORTED_DOWNSAMPLE", "ConvVQVAE", "Decoder", "Downsample", "Encoder",
-           "ResBlock", "Upsample", "default_channel_mult"]
+           "ENCODERS", "PatchEncoder", "ResBlock", "Upsample", "default_channel_mult"]
 
 SUPPORTED_DOWNSAMPLE = (4, 8)
 # Keys that fix tensor shapes: a checkpoint cannot be loaded into a model that disagrees on them.
-ARCH_KEYS = ("downsample", "codebook_size", "code_dim", "channels", "channel_mult", "num_res_blocks")
+ARCH_KEYS = ("downsample", "codebook_size", "code_dim", "channels", "channel_mult", "num_res_blocks", "encoder")
+ENCODERS = ("conv", "patch")
 DEFAULTS = {
+    "encoder": "conv",  # a saved model without this key predates the patch encoder: it is "conv"
     "downsample": 4,
     "codebook_size": 256,
     "code_dim": 32,
@@ -117,6 +119,31 @@ class Encoder(nn.Module):
         return self.net(x)
 
 
+class PatchEncoder(nn.Module):
+    """RGB ``[N, 3, H, W]`` -> features ``[N, code_dim, H/ds, W/ds]``, each from its own ds x ds patch only.
+
+    Why: the convolutional :class:`Encoder` sees ~20 px around a patch and normalises over the whole
+    frame (GroupNorm), so a token's code depends on where the object is elsewhere in the frame
+    (measured on the tiny domain: an all-black frame encodes to 31 different codes; background
+    patches use 221 codes with 5.1 nats of entropy). Then "the object moved one token left" is not
+    a local change of the token grid, and a transformer must model that noise. A patchify conv plus
+    per-token 1x1 layers makes every code a function of its own patch: black is one code, and a
+    moving object changes only the tokens it crosses. The decoder keeps its context (it can
+    smooth seams without changing what the tokens mean).
+    """
+
+    def __init__(self, downsample: int, width: int, code_dim: int, depth: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, width, downsample, stride=downsample)]
+        for _ in range(depth - 1):
+            layers += [nn.SiLU(), nn.Conv2d(width, width, 1)]
+        layers += [nn.SiLU(), nn.Conv2d(width, code_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class Decoder(nn.Module):
     """Code vectors ``[N, code_dim, h, w]`` -> RGB in about [-1, 1] ``[N, 3, h*ds, w*ds]`` (mirrors Encoder)."""
 
@@ -153,6 +180,8 @@ class ConvVQVAE(nn.Module):
         channel_mult: Width multipliers per resolution level, full resolution first
             (``log2(downsample) + 1`` entries); default ``[1, 2, 4]`` / ``[1, 2, 4, 4]`` as icetk.
         num_res_blocks: ResBlocks per resolution level.
+        encoder: ``conv`` (icetk-style, contextual) or ``patch`` (every code from its own patch:
+            :class:`PatchEncoder`); the decoder is the same for both.
         commitment: Weight of the commitment loss in ``stats["loss"]``.
         decay: EMA decay of the codebook.
         dead_code_threshold: EMA usage below which a code is restarted from the data.
@@ -168,9 +197,12 @@ class ConvVQVAE(nn.Module):
 
     def __init__(self, downsample: int = 4, codebook_size: int = 256, code_dim: int = 32, channels: int = 32,
                  channel_mult: Sequence[int] | None = None, num_res_blocks: int = 1, commitment: float = 0.25,
-                 decay: float = 0.99, dead_code_threshold: float = 1.0) -> None:
+                 decay: float = 0.99, dead_code_threshold: float = 1.0, encoder: str = "conv") -> None:
         super().__init__()
-        config = {"downsample": downsample, "codebook_size": codebook_size, "code_dim": code_dim,
+        if encoder not in ENCODERS:
+            raise ConfigError(f"vqvae encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}; 'patch' "
+                              "codes every token from its own patch only (see PatchEncoder).")
+        config = {"encoder": encoder, "downsample": downsample, "codebook_size": codebook_size, "code_dim": code_dim,
                   "channels": channels, "channel_mult": channel_mult, "num_res_blocks": num_res_blocks,
                   "commitment": commitment, "decay": decay, "dead_code_threshold": dead_code_threshold}
         if int(config["downsample"]) not in SUPPORTED_DOWNSAMPLE:
@@ -185,13 +217,14 @@ class ConvVQVAE(nn.Module):
             raise ConfigError(f"vqvae channel_mult must have {levels + 1} positive entries for downsample "
                               f"{config['downsample']} (one per resolution level), got {mult}.")
         config["channel_mult"] = [int(m) for m in mult]
-        self.config = {k: (v if k == "channel_mult" else int(v) if k in ARCH_KEYS else float(v))
+        self.config = {k: (v if k in ("channel_mult", "encoder") else int(v) if k in ARCH_KEYS else float(v))
                        for k, v in config.items()}
         widths = [self.config["channels"] * m for m in self.config["channel_mult"]]
         arch = (widths, self.config["num_res_blocks"], self.config["code_dim"])
         # Construction order (encoder, quantizer, decoder) fixes which random numbers each part
         # draws: keep it, or a seeded model changes.
-        self.encoder = Encoder(*arch)
+        self.encoder = (Encoder(*arch) if encoder == "conv"
+                        else PatchEncoder(self.config["downsample"], max(widths), self.config["code_dim"]))
         self.quantizer = EMACodebook(self.config["codebook_size"], self.config["code_dim"],
                                      decay=self.config["decay"],
                                      dead_code_threshold=self.config["dead_code_threshold"])

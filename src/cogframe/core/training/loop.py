@@ -151,6 +151,11 @@ def train(
 
     model.activation_checkpointing = settings.activation_checkpointing
     model = ctx.prepare_model(model)
+    if settings.compile:
+        # In place (nn.Module.compile), so parameter and state-dict names stay those of the
+        # eager model and checkpoints are interchangeable; static shapes, so every process of
+        # a run (resumed or not) builds the same kernels.
+        model.compile(dynamic=False)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ConfigError("the model has no trainable parameters: check model.freeze_inherited "
@@ -202,6 +207,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             elapsed = time.perf_counter() - started
+            if settings.compile and not history:
+                ctx.print(f"train.compile: first step (compiling) took {elapsed:.1f} s")
             last_loss = ctx.mean(step_loss)
             metrics = {"loss": last_loss, "lr": lr, "grad_norm": grad_norm,
                        "tokens_per_s": ctx.sum(tokens) / elapsed}

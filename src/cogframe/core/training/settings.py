@@ -25,6 +25,7 @@ __all__ = [
     "PlanSettings",
     "TrainRunSettings",
     "TrainSettings",
+    "compile_toolchain_problem",
     "cuda_device_problem",
     "seed_problem",
 ]
@@ -70,6 +71,27 @@ def cuda_device_problem(device: str, where: str) -> Problem | None:
     return None
 
 
+def compile_toolchain_problem(device: str, where: str) -> Problem | None:
+    """A missing C++ compiler for ``torch.compile`` on the CPU, as a Problem (None when fine).
+
+    Inductor's CPU backend writes C++ and builds it with ``$CXX`` (default ``g++``); without it
+    the first step would fail deep inside torch. CUDA devices compile through Triton instead.
+    Torch-free (a PATH lookup), so validation stays cheap.
+    """
+    import os
+    import shutil
+
+    if device.startswith("cuda"):
+        return None
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler):
+        return None
+    return Problem(where, f"is true but the C++ compiler torch.compile needs on the CPU ({compiler!r}, "
+                   "from $CXX or g++) is not on PATH",
+                   "install one (e.g. `apt-get install g++`) or point $CXX at it, or set "
+                   f"train.{where}=false")
+
+
 def _positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
 
@@ -96,6 +118,9 @@ class TrainSettings:
         grad_accum: Micro-steps per optimizer step (>= 1).
         dtype: ``float32`` or ``bfloat16`` autocast.
         activation_checkpointing: Recompute layer activations in the backward pass.
+        compile: ``torch.compile`` the model's forward (and so its backward) for training: the
+            inductor C++ backend on CPU, Triton on CUDA. Costs a compile at the first step of
+            every process; exact resume still holds (docs/training.md).
         seed: Seed of initialisation and data order, in [0, 2**63).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         log_every: Log metrics every N steps (>= 1).
@@ -120,6 +145,7 @@ class TrainSettings:
     grad_accum: int = 1
     dtype: str = "float32"
     activation_checkpointing: bool = False
+    compile: bool = False
     seed: int = 0
     device: str = "auto"
     log_every: int = 1
@@ -160,9 +186,6 @@ class TrainSettings:
                                            and 0 <= b < 1 for b in self.betas):
             out.append(Problem("betas", f"must be two numbers in [0, 1), got {list(self.betas)!r}",
                                "e.g. [0.9, 0.95]"))
-        if self.steps >= 1 and self.warmup_steps >= self.schedule_offset + self.steps:
-            out.append(Problem("warmup_steps", f"is {self.warmup_steps}, not fewer than steps ({self.steps})",
-                               "lower warmup_steps (the learning rate would never reach its cosine decay)"))
         if self.dtype == "float16":
             # The released model trained in fp16 with dynamic loss scaling; without a grad scaler
             # fp16 gradients underflow, and on CPU fp16 matmuls are ~1000x slower. bf16 needs no
@@ -176,6 +199,8 @@ class TrainSettings:
             out.append(Problem("device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}",
                                "e.g. auto (CUDA when present, else CPU)"))
         if (problem := seed_problem(self.seed, "seed")) is not None:
+            out.append(problem)
+        if self.compile and (problem := compile_toolchain_problem(self.device, "compile")) is not None:
             out.append(problem)
         return out
 
