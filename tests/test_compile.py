@@ -24,6 +24,13 @@ from train_fixtures import make_shards, make_t2i_weights, make_tokenizer, write_
 needs_cxx = pytest.mark.skipif(
     shutil.which(os.environ.get("CXX", "g++")) is None,
     reason="no C++ compiler ($CXX or g++) on PATH: torch.compile's CPU backend needs one")
+# Measured with torch 2.13: under ATEN_CPU_CAPABILITY=default, inductor still emits vectorised
+# reductions (at::vec::vec_reduce_all) whose headers that capability leaves out, so the generated
+# C++ does not compile. That is torch's codegen, not cogframe's numerics; eager paths are tested there.
+inductor_vectorises = pytest.mark.skipif(
+    os.environ.get("ATEN_CPU_CAPABILITY") == "default",
+    reason="torch 2.13's inductor emits C++ that does not compile under ATEN_CPU_CAPABILITY=default "
+           "(vec_reduce_all without its headers); a torch codegen limit, not a cogframe numerics path")
 
 NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "embedding_dropout": 0.0}
 
@@ -69,6 +76,7 @@ def _compiled_resume_is_exact(cli, data, *, dropout):
 
 
 @needs_cxx
+@inductor_vectorises
 def test_compiled_training_matches_eager_and_resumes_exactly(cli, data):
     compiled_dir = _compiled_resume_is_exact(cli, data, dropout=False)
     eager, eager_dir = _recipe(data, "eager", {"steps": 3})
