@@ -210,6 +210,15 @@ class LayerKV:
         return self.temporal_k[:, :, :hi], self.temporal_v[:, :, :hi]
 
 
+def _retained_spatial_index(layout: TokenLayout, spatial_slots: torch.Tensor, frames) -> torch.Tensor:
+    """Positions in ``spatial_slots`` of the text slots and of the slots of ``frames`` (kept keys)."""
+    coords = layout.coords(spatial_slots)
+    keep = ~coords.is_frame
+    for t in frames:
+        keep |= coords.t == t
+    return keep.nonzero().squeeze(-1)
+
+
 class KVCache:
     """Keys and values of every slot seen so far, per layer and channel (preallocated).
 
@@ -281,11 +290,7 @@ class KVCache:
         """Keep spatial keys of text and of the given frames only (exact: see class doc)."""
         if self.spatial_slots is None:
             return
-        coords = layout.coords(self.spatial_slots)
-        keep = ~coords.is_frame
-        for t in frames:
-            keep |= coords.t == t
-        index = keep.nonzero().squeeze(-1)
+        index = _retained_spatial_index(layout, self.spatial_slots, frames)
         kept = int(index.numel())
         if kept == self._spatial_len:
             return
@@ -333,11 +338,7 @@ class ConcatKVCache:
     def retain_spatial_frames(self, layout: TokenLayout, frames) -> None:
         if self.spatial_slots is None:
             return
-        coords = layout.coords(self.spatial_slots)
-        keep = ~coords.is_frame
-        for t in frames:
-            keep |= coords.t == t
-        index = keep.nonzero().squeeze(-1)
+        index = _retained_spatial_index(layout, self.spatial_slots, frames)
         self.spatial_slots = self.spatial_slots[index]
         for kv in self.layers:
             kv.spatial_k = kv.spatial_k.index_select(2, index)
