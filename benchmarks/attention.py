@@ -19,6 +19,14 @@ Usage::
 
     python benchmarks/attention.py --frames 5 9 17 33 --repeats 3 \\
         --backends naive sdpa swin3d swin3d:cache_size=0 flex
+
+Super-resolution workload (``--workload sr``): the high-res rows of one layer of CogView2's direct
+super-resolution model, 20x20 low-res -> 60x60 high-res tokens, the release's windows (9x5
+high-res, 5x5 low-res, masked borders), B=1, H=4 heads of dim 64 (width 256), fp32: queries are
+the 3600 high-res rows and keys the 400 low-res + 3600 high-res rows, as the model calls its plus
+channel. Dense ``sdpa`` with the dense mask against the sparse ``sr_local_window`` backend::
+
+    python benchmarks/attention.py --workload sr --backends sdpa sr_local_window --repeats 3
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import time
 from datetime import datetime, timezone
 
 TEXT_LEN, TEXT_PAD, GRID, WINDOW, HEADS, HEAD_DIM = 64, 16, 20, 10, 2, 64
+SR_TEXT, SR_LOW, SR_SCALE, SR_HIGH_WINDOW, SR_LOW_WINDOW, SR_HEADS = 96, 20, 3, (9, 5), (5, 5), 4
 
 
 def parse_backend(text: str) -> tuple[str, dict]:
@@ -51,17 +60,23 @@ def parse_backend(text: str) -> tuple[str, dict]:
     return name, kwargs
 
 
-def run_case(backend_text: str, frames: int, mode: str, repeats: int, threads: int) -> dict:
-    """Time and measure one case in this process (called in the child)."""
-    import torch
+def sr_inputs(torch):
+    """The super-resolution workload: mask, slots and the plus channel's q/k/v shapes."""
+    from cogframe.core.model.sr_layout import SuperResolutionLayout
+    from cogframe.core.model.sr_masks import LocalWindows, SuperResolutionMask
 
+    layout = SuperResolutionLayout(SR_TEXT, SR_LOW, SR_LOW, SR_SCALE, 512, 1024, 1)
+    mask = SuperResolutionMask(layout, LocalWindows(high=SR_HIGH_WINDOW, low=SR_LOW_WINDOW))
+    q_slots = torch.arange(layout.high_start, layout.seq_len)
+    k_slots = torch.arange(layout.low_start, layout.seq_len)
+    return layout, mask, q_slots, k_slots, None, SR_HEADS
+
+
+def interpolation_inputs(torch, frames: int):
+    """The stage-2 temporal-channel workload."""
     from cogframe.core.model.layout import Stage, TokenLayout
     from cogframe.core.model.masks import TemporalConfig, temporal_mask
-    from cogframe.plugins import get_registries
 
-    torch.set_num_threads(threads)
-    name, kwargs = parse_backend(backend_text)
-    backend = get_registries().build("attention", {"name": name, **kwargs})
     tpf = GRID * GRID
     layout = TokenLayout(TEXT_LEN, frames, GRID, GRID, TEXT_LEN, TEXT_LEN + tpf, (frames - 1) * tpf)
     mask = temporal_mask(layout, Stage.INTERPOLATION, layer=1,
@@ -69,11 +84,28 @@ def run_case(backend_text: str, frames: int, mode: str, repeats: int, threads: i
     k_slots = layout.all_slots()
     q_slots = k_slots[layout.text_len:]
     text_valid = (torch.arange(TEXT_LEN) >= TEXT_PAD).unsqueeze(0)
+    return layout, mask, q_slots, k_slots, text_valid, HEADS
+
+
+def run_case(backend_text: str, frames: int, mode: str, repeats: int, threads: int,
+             workload: str = "interpolation") -> dict:
+    """Time and measure one case in this process (called in the child)."""
+    import torch
+
+    from cogframe.plugins import get_registries
+
+    torch.set_num_threads(threads)
+    name, kwargs = parse_backend(backend_text)
+    backend = get_registries().build("attention", {"name": name, **kwargs})
+    if workload == "sr":
+        layout, mask, q_slots, k_slots, text_valid, heads = sr_inputs(torch)
+    else:
+        layout, mask, q_slots, k_slots, text_valid, heads = interpolation_inputs(torch, frames)
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(1, HEADS, q_slots.numel(), HEAD_DIM, generator=gen)
-    k = torch.randn(1, HEADS, k_slots.numel(), HEAD_DIM, generator=gen)
-    v = torch.randn(1, HEADS, k_slots.numel(), HEAD_DIM, generator=gen)
-    grad = torch.randn(1, HEADS, q_slots.numel(), HEAD_DIM, generator=gen)
+    q = torch.randn(1, heads, q_slots.numel(), HEAD_DIM, generator=gen)
+    k = torch.randn(1, heads, k_slots.numel(), HEAD_DIM, generator=gen)
+    v = torch.randn(1, heads, k_slots.numel(), HEAD_DIM, generator=gen)
+    grad = torch.randn(1, heads, q_slots.numel(), HEAD_DIM, generator=gen)
     backward = mode == "fwd+bwd"
     for t in (q, k, v):
         t.requires_grad_(backward)
@@ -122,7 +154,7 @@ def spawn(backend: str, frames: int, mode: str, args: argparse.Namespace) -> dic
     threads, timeout = args.threads, args.timeout
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--_case", backend, str(frames), mode, str(args.repeats),
-           str(threads), str(args.memory_limit_gb)]
+           str(threads), str(args.memory_limit_gb), args.workload]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -141,9 +173,10 @@ def _ratio(reference: dict | None, result: dict, key: str) -> str:
     return f"{reference[key] / result[key]:.2f}x"
 
 
-def table(results: dict, backends: list[str], frames: list[int]) -> str:
+def table(results: dict, backends: list[str], frames: list[int], sr: bool = False) -> str:
     """Markdown table; ratios are sdpa / backend (above 1: better than dense sdpa)."""
-    head = ("| frames | seq | backend | fwd ms | fwd peak MB | fwd+bwd ms | fwd+bwd peak MB "
+    first = "case" if sr else "frames"
+    head = (f"| {first} | seq | backend | fwd ms | fwd peak MB | fwd+bwd ms | fwd+bwd peak MB "
             "| fwd speed vs sdpa | fwd mem vs sdpa | fwd+bwd speed vs sdpa | fwd+bwd mem vs sdpa |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for n in frames:
@@ -151,7 +184,7 @@ def table(results: dict, backends: list[str], frames: list[int]) -> str:
             fwd, both = results[(b, n, "forward")], results[(b, n, "fwd+bwd")]
             ref_f, ref_b = results.get(("sdpa", n, "forward")), results.get(("sdpa", n, "fwd+bwd"))
             seq = next((r["seq_len"] for r in (fwd, both) if "seq_len" in r), "")
-            cells = [str(n), str(seq), f"`{b}`"]
+            cells = ["20x20 -> 60x60" if sr else str(n), str(seq), f"`{b}`"]
             for r in (fwd, both):
                 cells += ([r["error"], ""] if "error" in r
                           else [f"{r['seconds'] * 1e3:.0f}", f"{r['peak_mb']:.0f}"])
@@ -176,12 +209,12 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_case":
-        backend, frames, mode, repeats, threads, limit_gb = argv[1:7]
+        backend, frames, mode, repeats, threads, limit_gb, workload = argv[1:8]
         # A case that outgrows the budget fails with MemoryError instead of pushing the shared
         # machine into swap or the OOM killer.
         limit = int(float(limit_gb) * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        print(json.dumps(run_case(backend, int(frames), mode, int(repeats), int(threads))))
+        print(json.dumps(run_case(backend, int(frames), mode, int(repeats), int(threads), workload)))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[5, 9, 17, 33])
@@ -192,10 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     parser.add_argument("--memory-limit-gb", type=float, default=12,
                         help="address-space limit of each case (it fails cleanly above it)")
+    parser.add_argument("--workload", choices=("interpolation", "sr"), default="interpolation",
+                        help="stage-2 temporal channel (default) or super-resolution 20x20 -> 60x60")
     args = parser.parse_args(argv)
     modes = ("forward", "fwd+bwd")
-    print(f"<!-- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}; "
-          f"threads={args.threads}; repeats={args.repeats}; B=1 H={HEADS} D={HEAD_DIM} fp32 -->",
+    if args.workload == "sr":
+        args.frames = [1]  # one fixed size; the table's first column names it
+    heads = SR_HEADS if args.workload == "sr" else HEADS
+    print(f"<!-- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}; workload={args.workload}; "
+          f"threads={args.threads}; repeats={args.repeats}; B=1 H={heads} D={HEAD_DIM} fp32 -->",
           flush=True)
     results = {}
     for n in args.frames:
@@ -206,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 results[(b, n, mode)] = spawn(b, n, mode, args)
                 print(f"<!-- {b} frames={n} {mode}: {results[(b, n, mode)]} -->", flush=True)
-    print(table(results, args.backends, args.frames))
+    print(table(results, args.backends, args.frames, sr=args.workload == "sr"))
     return 0
 
 

@@ -21,6 +21,9 @@ measure the decoding algorithms rather than the 9B model's matmuls.
 (e) ``--only e``: **the demo's stage timings** on the shipped tiny models, median of
     ``--demo-runs`` fresh ``cogframe demo`` processes, optionally side by side with an older
     checkout (``--base-src /tmp/kv_base/src``); not in the default set (it runs the full demo).
+(f) ``--only f``: **compiled decoding** (``DecodeOptions.compile``, the sample recipe's ``compile``)
+    vs eager on ``tiny_stage1``-shaped models 4x128 and 4x512: passes/s, cold compile time (not in the
+    default set).
 
 Usage::
 
@@ -245,14 +248,73 @@ def demo_side_by_side(runs: int, base_src: str | None) -> list[str]:
     return lines
 
 
+COMPILE_SHAPES = {  # name: overrides of the tiny_stage1 preset (its own 16 + 5 x 8 x 8 layout)
+    "tiny recipe (4x128)": {},
+    "small (4x512)": {"hidden_size": 512, "num_heads": 8},
+}
+
+
+def compiled_decoding(runs: int) -> list[str]:
+    """Section (f): ``DecodeOptions.compile`` (the sample recipe's ``compile``) vs eager.
+
+    Stage-1 key frames 1-4 of a ``tiny_stage1``-shaped model (randomly initialised, greedy,
+    parallel waves as the demo decodes), in one process: ``runs`` eager runs, then the first
+    compiled run (compile time = its time minus the median eager run; inductor's on-disk cache
+    is cleared before, so it is a cold compile) and ``runs`` more compiled runs. passes/s are
+    medians over runs.
+    """
+    import shutil
+    import statistics
+    import tempfile
+
+    lines = [
+        "| model | eager passes/s | compiled passes/s | compiled / eager | compile time, cold (s) | "
+        "tokens identical | max logit difference |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    cache_dir = tempfile.mkdtemp(prefix="cogframe_inductor_")
+    import os
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir  # a cold compile, not one cached by a past run
+    try:
+        for name, overrides in COMPILE_SHAPES.items():
+            torch.manual_seed(0)
+            model = build_model("tiny_stage1", overrides=overrides).eval()
+            layout = model.config.layout
+            g = torch.Generator().manual_seed(1)
+            prompt = TextPrompt(torch.randint(256, 384, (1, layout.text_len), generator=g))
+            first = torch.randint(0, 256, (1, 1, layout.frame_height, layout.frame_width), generator=g)
+            plan_schedule(model, (0,), (1, 2, 3, 4), parallel=True)
+
+            def run(compiled):
+                return timed(lambda: decode_frames(
+                    model, prompt, boi_id=BOI, given_frames=(0,), generated_frames=(1, 2, 3, 4), given=first,
+                    options=DecodeOptions(GreedySampler(), parallel=True, compile=compiled), return_logits=True))
+
+            eager = [run(False) for _ in range(runs)]
+            cold = run(True)
+            warm = [run(True) for _ in range(runs)]
+            passes = eager[0][0].passes - 1
+            eager_s = statistics.median(t for _, t in eager)
+            warm_s = statistics.median(t for _, t in warm)
+            same = torch.equal(eager[0][0].frames, warm[0][0].frames)
+            diff = float((eager[0][0].logits - warm[0][0].logits).abs().max())
+            lines.append(f"| {name} | {passes / eager_s:.0f} | {passes / warm_s:.0f} | {eager_s / warm_s:.2f}x | "
+                         f"{cold[1] - eager_s:.1f} | {'yes' if same else 'NO'} | {diff:.1e} |")
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--recompute-samples", type=int, default=8,
                         help="full-recompute steps to time (default 8)")
-    parser.add_argument("--only", nargs="+", choices=("a", "b", "c", "d", "e"), default=("a", "b", "c", "d"),
+    parser.add_argument("--only", nargs="+", choices=("a", "b", "c", "d", "e", "f"), default=("a", "b", "c", "d"),
                         help="sections to run (default: all)")
     parser.add_argument("--demo-runs", type=int, default=5, help="section e: demo runs per tree (default 5)")
+    parser.add_argument("--compile-runs", type=int, default=3, help="section f: timed runs per mode (default 3)")
     parser.add_argument("--base-src", default=None,
                         help="section e: src/ of an older checkout to time side by side (default: none)")
     args = parser.parse_args()
@@ -269,6 +331,8 @@ def main() -> None:
               waves_by_dtype),
         "e": ("(e) `cogframe demo` on the shipped models, stage timings (median of runs)",
               lambda: demo_side_by_side(args.demo_runs, args.base_src)),
+        "f": ("(f) Compiled decoding (`compile: true`, torch.compile of the decode step) vs eager",
+              lambda: compiled_decoding(args.compile_runs)),
     }
     for key in args.only:
         title, run = sections[key]

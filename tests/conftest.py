@@ -107,3 +107,14 @@ def run_cogframe():
     Call ``run_cogframe(*args, pythonpath=None, env=None)``; COGFRAME_PLUGINS is unset unless ``env`` sets it.
     """
     return _run_cogframe
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests (``@pytest.mark.browser``: a server and a headless Chromium, tens of seconds)
+    run only when asked for with ``-m browser`` (CI's own step), so the default suite stays fast."""
+    if "browser" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="browser test: run it with `pytest -m browser`")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)

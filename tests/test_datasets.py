@@ -188,3 +188,174 @@ def test_prepare_of_an_all_bad_video_folder_prints_the_report(tmp_path, cli):
         assert needle in result.err, result.err
     assert "see the report above" not in result.err
     assert not (tmp_path / "shards" / "manifest.json").exists()
+
+
+# ---- video_folder: reading only the frames it needs, CSV captions --------------------------------
+def _export_mp4s(root, n: int = 5, size: int = 32):
+    """moving_shapes clips as mp4 files + captions.jsonl, as export_dataset writes them."""
+    clips = list(MovingShapes(num_clips=n, size=size, seed=3))
+    lines = []
+    for i, clip in enumerate(clips):
+        write_video(root / "videos" / f"{i}.mp4", clip.frames, clip.fps)
+        lines.append({"video": f"videos/{i}.mp4", "caption": clip.caption})
+    (root / "captions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return clips
+
+
+def _long_mp4(path, frames: int = 240, fps: int = 24, gop: int = 24):
+    """A clip with many groups of pictures and B-frames, so seeking is exercised for real."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 40, (frames, 48, 64, 3), dtype=np.uint8)
+    for t in range(frames):  # moving bars: every frame differs from its neighbours
+        video[t, (t % 40):(t % 40) + 5, :, 0] = 250
+        video[t, :, (3 * t) % 64, 1] = 220
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, video, plugin="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                macro_block_size=1, output_params=["-g", str(gop), "-bf", "2", "-crf", "23"],
+                ffmpeg_log_level="error")
+
+
+def test_seeking_reads_the_frames_a_full_decode_reads(tmp_path):
+    pytest.importorskip("av")
+    from cogframe.plugins._video_decode import SeekingReader
+
+    _export_mp4s(tmp_path, n=3)
+    _long_mp4(tmp_path / "videos" / "long.mp4")
+    rng = np.random.default_rng(1)
+    for name in ("0.mp4", "1.mp4", "2.mp4", "long.mp4"):
+        full, fps = read_video(tmp_path / "videos" / name)
+        with SeekingReader(tmp_path / "videos" / name) as reader:
+            assert (reader.num_frames, reader.fps) == (full.shape[0], fps)
+            if name == "long.mp4":
+                assert len(reader._keyframes) >= 5  # the test needs several groups of pictures
+            picks = [[0], [full.shape[0] - 1], list(range(full.shape[0]))]
+            picks += [sorted(rng.choice(full.shape[0], 5, replace=False).tolist()) for _ in range(6)]
+            picks += [rng.choice(full.shape[0], 4).tolist()]  # unsorted, with repeats
+            for indices in picks:
+                np.testing.assert_array_equal(reader.frames(indices), full[indices], err_msg=f"{name} {indices}")
+        with SeekingReader(tmp_path / "videos" / name) as reader, pytest.raises(DataError, match="does not exist"):
+            reader.frames([full.shape[0]])
+
+
+def test_video_folder_probe_and_read_frames_equal_the_whole_clip(tmp_path, monkeypatch):
+    _export_mp4s(tmp_path, n=4)
+    data = VideoFolder(str(tmp_path), size=16)
+    for i in range(len(data)):
+        whole = data[i]
+        info = data.probe(i)
+        assert (info.num_frames, info.fps, info.caption) == (whole.num_frames, whole.fps, whole.caption)
+        indices = [0, 2, 4, whole.num_frames - 1]
+        np.testing.assert_array_equal(data.read_frames(i, indices), whole.frames[indices])
+    # Without PyAV (or with seek: false) the same frames come from one whole-file decode.
+    import cogframe.plugins._video_decode as decode
+
+    monkeypatch.setattr(decode, "av_available", lambda: False)
+    fallback = VideoFolder(str(tmp_path), size=16)
+    assert fallback.probe(1).num_frames == data[1].num_frames
+    np.testing.assert_array_equal(fallback.read_frames(1, [1, 3]), data[1].frames[[1, 3]])
+
+
+def test_video_folder_probe_skips_what_getitem_skips(tmp_path):
+    _write_folder(tmp_path)  # gifs, a corrupt mp4, a too-short gif
+    data = VideoFolder(str(tmp_path), size=8, min_frames=5)
+    probed = [data.probe(i) is not None for i in range(len(data))]
+    assert probed == [True] * 4 + [False, False]
+    report = data.report()
+    assert "unreadable (1): clips/corrupt.mp4" in report and "too short (1): clips/short.gif" in report
+    assert [data[i] is not None for i in range(len(data))] == probed and len(data.skip_log) == 4
+
+
+def test_prepare_with_seeking_writes_the_shards_of_a_full_decode(tmp_path):
+    """The prepare task reads only the sampled frames, and its shards are the full decode's."""
+    import itertools
+
+    import torch
+    from safetensors.torch import load_file
+
+    from cogframe.plugins.tokenizer_sentencepiece import SentencePieceTokenizer
+    from cogframe.plugins.vqvae import VQVAE
+
+    _export_mp4s(tmp_path / "folder", n=6)
+    captions = [f"a {c} {s} moving {d}" for s, c, d in itertools.product(SHAPES, COLOURS, DIRECTIONS)]
+    tok = SentencePieceTokenizer.train(captions * 3 + ["4.0s", "2.0s", "1.0s", "0.5s"] * 40, tmp_path / "tok",
+                                       vocab_size=96)
+    torch.manual_seed(0)
+    VQVAE(codebook_size=32, code_dim=8, channels=8).save(tmp_path / "vq")
+    regs = get_registries()
+    shards = {}
+    for seek in (True, False):
+        from omegaconf import OmegaConf
+
+        out = tmp_path / f"shards_{seek}"
+        cfg = OmegaConf.create({
+            "task": "prepare", "output_dir": str(out), "text_len": 16,
+            "dataset": {"name": "video_folder", "root": str(tmp_path / "folder"), "size": 16, "seek": seek},
+            "splits": {"train": {"split": "all"}},
+            "text_tokenizer": {"name": "sentencepiece", "model_path": str(tok), "id_offset": 32},
+            "image_tokenizer": {"name": "vqvae", "path": str(tmp_path / "vq")},
+            "frame_rate_sampler": {"name": "random_fps", "rates": [1, 2, 4, 8]},
+        })
+        task = regs.build("task", {"name": "prepare"})
+        task.validate(cfg, regs)
+        task.run(cfg, regs)
+        shards[seek] = load_file(out / "train-00000.safetensors")
+    assert shards[True]["frames"].shape[0] == 6
+    for key in shards[True]:
+        torch.testing.assert_close(shards[True][key], shards[False][key], rtol=0, atol=0)
+
+
+def _csv_folder(root, header: str, rows: list[tuple[str, str]], name: str = "captions.csv", sep: str = ","):
+    clip = MovingShapes(num_clips=1, min_seconds=1, max_seconds=1, size=16)[0]
+    import csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / name, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter=sep)
+        writer.writerow(header.split(","))
+        for rel, caption in rows:
+            if not rel.startswith("gone") and not (root / rel).exists():
+                write_video(root / rel, clip.frames, 8)
+            writer.writerow([rel, caption])
+
+
+def test_video_folder_reads_a_csv_of_paths_and_captions(tmp_path):
+    _csv_folder(tmp_path, "path,caption", [("a.gif", "a red circle, moving left"), ("b.gif", "a blue square"),
+                                           ("gone.gif", "missing"), ("c.gif", "")])
+    with open(tmp_path / "captions.csv", "a") as f:
+        f.write("a.gif,an unquoted, comma\n")  # three fields under a two-column header
+    data = VideoFolder(str(tmp_path), captions="captions.csv", size=8)
+    assert data.entries == [("a.gif", "a red circle, moving left"), ("b.gif", "a blue square")]
+    assert "malformed caption line (1): captions.csv:6 (expected 2 fields (path, caption); quote captions" \
+        in data.report()
+    assert "missing file (1): gone.gif (listed in captions.csv:4)" in data.report()
+    assert "empty caption (1): c.gif" in data.report()
+    assert data[0].caption == "a red circle, moving left" and data[0].frames.shape[1:] == (8, 8, 3)
+    # Other common column names are found by themselves; any name can be given.
+    _csv_folder(tmp_path / "t", "video,text", [("a.gif", "x")], name="meta.tsv", sep="\t")
+    assert VideoFolder(str(tmp_path / "t"), captions="meta.tsv").entries == [("a.gif", "x")]
+    _csv_folder(tmp_path / "k", "clip_file,desc", [("a.gif", "y")])
+    assert VideoFolder(str(tmp_path / "k"), captions="captions.csv", video_key="clip_file",
+                       caption_key="desc").entries == [("a.gif", "y")]
+    # The same keys work in a captions.jsonl.
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "captions.jsonl").write_text(json.dumps({"path": "../a.gif", "text": "z"}) + "\n")
+    assert VideoFolder(str(tmp_path / "j")).entries == [("../a.gif", "z")]
+
+
+def test_video_folder_csv_without_the_needed_column_names_the_fix(tmp_path, cli):
+    _csv_folder(tmp_path, "clip_file,caption", [("a.gif", "x")])
+    with pytest.raises(DataError, match=r"no video path column.*\['clip_file', 'caption'\].*video_key=<column>"):
+        VideoFolder(str(tmp_path), captions="captions.csv")
+    with pytest.raises(DataError, match=r"no caption column.*the column 'desc'.*caption_key="):
+        VideoFolder(str(tmp_path), captions="captions.csv", video_key="clip_file", caption_key="desc")
+    with pytest.raises(ConfigError, match=r"\.jsonl, \.csv or \.tsv"):
+        VideoFolder(str(tmp_path), captions="captions.txt")
+    with pytest.raises(DataError, match=r"no captions file at .*nope\.csv.*path,caption"):
+        VideoFolder(str(tmp_path), captions="nope.csv")
+    # Through the CLI: exit 2 with the same message (export_dataset reads any dataset).
+    result = cli("run", "tiny/export_moving_shapes", "dataset=video_folder", f"dataset.root={tmp_path}",
+                 "dataset.captions=captions.csv", f"output_dir={tmp_path / 'out'}",
+                 "~splits.train.num_clips", "~splits.val.num_clips")
+    assert result.code == 2 and "video_key=<column>" in result.err, result.err

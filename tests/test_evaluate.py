@@ -1,8 +1,10 @@
-"""The moving-shapes adherence detector (core/evaluate.py) and `cogframe eval` end to end."""
+"""The moving-shapes adherence detector (core/metrics/detector.py) and `cogframe eval` end to end:
+adherence, motion metrics and the Fréchet distance, real clips as the ceiling."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -64,18 +66,97 @@ def test_accuracy_counts_each_field_and_all_together():
                                                                        "all": 0.5}
 
 
+def _with_classifier(root):
+    """make_assets plus a random (untrained) video classifier: enough to exercise the distance."""
+    import torch
+
+    from cogframe.core.metrics.video_classifier import VideoClassifier
+
+    make_assets(root)
+    torch.manual_seed(0)
+    labels = {"colour": list(COLOURS), "shape": list(SHAPES), "direction": list(DIRECTIONS)}
+    VideoClassifier(labels, size=32, width=4, embed_dim=8).save(root / "tiny" / "video_classifier")
+    return root
+
+
+def _in_unit(value):
+    return value is not None and 0.0 <= value <= 1.0
+
+
 def test_eval_end_to_end_writes_the_table_and_json(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("COGFRAME_ASSETS", str(make_assets(tmp_path / "assets")))
+    monkeypatch.setenv("COGFRAME_ASSETS", str(_with_classifier(tmp_path / "assets")))
     report = tmp_path / "eval.json"
     result = cli("eval", "--n", 4, "--batch", 2, "--seed", 1, "--json", report, "--sheet", tmp_path / "s.png",
-                 *SMALL)
+                 "--label", "small", *SMALL)
     assert result.code == 0, result.err
     assert "metric" in result.out and "real via tokenizer" in result.out
+    for row in ("straightness (median R²)", "steps the caption's way", "sideways drift", "flicker",
+                "Fréchet distance to 4 other real clips"):
+        assert row in result.out, row
     data = json.loads(report.read_text())
-    assert data["n"] == 4 and data["rounds"] == 0 and len(data["clips"]) == 4
-    assert set(data["metrics"]) == {"generated", "real", "real_tokenized"}
+    assert data["n"] == 4 and data["rounds"] == 0 and len(data["clips"]) == 4 and data["label"] == "small"
+    assert data["frames"] == 5 and data["key_fps"] == 1.0 and data["real_clips"]["rule"] == "lowest_fps"
+    groups = {"generated", "real", "real_tokenized"}
+    assert set(data["metrics"]) == groups and set(data["motion"]) == groups and set(data["frechet"]) == groups
     assert data["metrics"]["real"]["colour"] == 1.0 and data["metrics"]["real"]["direction"] == 1.0
+    for group in groups:
+        m = data["motion"][group]
+        assert all(_in_unit(m[k]) for k in ("straightness_median", "forward_steps", "drift_median", "flicker")), m
+        assert math.isfinite(data["frechet"][group]) and data["frechet"][group] >= 0
+    real = data["motion"]["real"]  # real clips are the ceiling
+    assert real["straightness_median"] > 0.95 and real["forward_steps"] == 1.0 and real["drift_median"] < 0.02
+    assert real["flicker"] == 0.0
+    assert all(set(c["motion"]) >= {"straightness", "forward_steps", "drift", "flicker"} for c in data["clips"])
+    assert data["models"]["stage1"]["weights"].endswith("stage1.safetensors")
     assert (tmp_path / "s.png").is_file()
+    table = cli("eval", "--table", report, report)
+    assert table.code == 0 and table.out.count("| small | 4 | 5 |") == 2, table.out
+
+
+def test_eval_of_full_videos_scores_33_frames_against_33_real_frames(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COGFRAME_ASSETS", str(_with_classifier(tmp_path / "assets")))
+    report = tmp_path / "eval.json"
+    result = cli("eval", "--n", 2, "--batch", 2, "--rounds", 3, "--json", report, *SMALL)
+    assert result.code == 0, result.err
+    data = json.loads(report.read_text())
+    assert data["frames"] == 33 and data["fps"] == 8.0 and data["real_clips"]["frames"] == 33
+    real = data["motion"]["real"]
+    assert real["straightness_median"] > 0.98 and real["forward_steps"] == 1.0 and real["drift_median"] < 0.02
+
+
+def test_real_clips_follow_the_lowest_fps_rule_and_contain_the_key_frames():
+    from cogframe.cli.eval import _real_clips
+    from cogframe.core.metrics.motion import motion_scores, summarize_motion
+    from cogframe.plugins import get_registries
+
+    common = dict(key_frames=5, key_fps=1.0, rates=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0), size=32)
+    keys, targets, info = _real_clips(get_registries(), 24, frames=5, fps=1.0, **common)
+    full, same_targets, _ = _real_clips(get_registries(), 24, frames=33, fps=8.0, **common)
+    assert keys.shape == (24, 5, 32, 32, 3) and full.shape == (24, 33, 32, 32, 3) and targets == same_targets
+    assert np.array_equal(full[:, ::8], keys)  # 33 frames at 8 fps hold the 5 key frames at 1 fps
+    data = MovingShapes(num_clips=info["clip_indices"][1] + 1, split="val")
+    lengths = [data[i].num_frames for i in range(info["clip_indices"][1] + 1)]
+    # 1 fps is the lowest rate whose 5 frames fit: 33..64 frames at 8 fps (0.5 fps needs 65).
+    assert sum(33 <= n <= 64 for n in lengths) == 24
+    for clips in (keys, full):
+        summary = summarize_motion(motion_scores(c, t["direction"]) for c, t in zip(clips, targets))
+        assert summary["straightness_median"] > 0.98 and summary["forward_steps"] == 1.0
+
+
+def test_eval_without_a_classifier_says_how_to_get_one(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COGFRAME_ASSETS", str(make_assets(tmp_path / "assets")))
+    result = cli("eval", "--n", 2, *SMALL)
+    assert result.code == 2 and "no video classifier" in result.err and "--no-frechet" in result.err
+    result = cli("eval", "--n", 2, "--no-frechet", *SMALL)
+    assert result.code == 0, result.err
+    assert "Fréchet" not in result.out and "straightness" in result.out
+
+
+def test_eval_table_rejects_a_file_that_is_not_a_report(cli, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    result = cli("eval", "--table", bad)
+    assert result.code == 2 and "is not a report" in result.err
 
 
 def test_eval_rejects_a_bad_count(cli):

@@ -35,8 +35,9 @@ ROOT_LAYERS = {
     "cogframe.plugin_loader": "registry",
     "cogframe.component_source": "registry",  # reads @component declarations without importing
     "cogframe.__main__": "cli",
+    "cogframe.api": "api",  # the Python API: a peer of the CLI on top of config/plugins/core
 }
-SUBPACKAGE_LAYERS = {"core": "core", "config": "config", "plugins": "plugins", "cli": "cli"}
+SUBPACKAGE_LAYERS = {"core": "core", "config": "config", "plugins": "plugins", "cli": "cli", "testing": "testing"}
 
 # (importing layer, imported layer) -> why it is forbidden. "plugin module" is a concrete
 # ``cogframe.plugins.<name>``: config may reach the plugin set through ``cogframe.plugins``
@@ -58,6 +59,10 @@ FORBIDDEN = {
     ("config", "plugin module"): "config names no concrete plugin: it reaches components through the registry",
     ("config", "cli"): "config never imports the command line",
     ("base", "torch"): "errors and the package root import no torch",
+    **{(layer, "api"): "the Python API is a top layer: nothing below it imports it"
+       for layer in ("registry", "core", "config", "plugins", "plugin module", "cli")},
+    ("api", "cli"): "the Python API and the CLI are peers over the same functions; neither imports the other",
+    # (base -> api is allowed: the package root's module __getattr__ loads the API on first use.)
     **{("base", layer): "errors and the package root import nothing of cogframe"
        for layer in ("registry", "core", "config", "plugins", "plugin module", "cli")},
 }

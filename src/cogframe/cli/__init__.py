@@ -23,7 +23,7 @@ import os
 import select
 import sys
 import traceback
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from omegaconf.errors import OmegaConfBaseException
 
@@ -42,6 +42,7 @@ COMMANDS: tuple[str, ...] = (
     "cogframe.cli.consolidate",
     "cogframe.cli.convert",
     "cogframe.cli.demo",
+    "cogframe.cli.web",
     "cogframe.cli.eval",
 )
 
@@ -53,17 +54,49 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a Unix tool killed by a closed pip
 _MEMBERS = ("NAME", "HELP", "add_arguments", "run")
 
 
-def _commands() -> list[tuple[str, Any]]:
-    """Returns ``(origin, command)`` for the built-in commands, then the plugins' ones."""
+class _NotLoaded(NamedTuple):
+    """A built-in command other than the one being run: its name only (its module stays unimported)."""
+
+    NAME: str
+
+
+def _builtin_name(module: str) -> str:
+    # A built-in command's NAME is its module's name (tests/test_cli_startup.py checks it).
+    return module.rsplit(".", 1)[-1]
+
+
+def _commands(only: str | None = None) -> list[tuple[str, Any]]:
+    """Returns ``(origin, command)`` for the built-in commands, then the plugins' ones.
+
+    Args:
+        only: The built-in command being run: only its module is imported and the others are
+            name-only stubs (their names still clash with a plugin's). None: import all (``--help``).
+    """
     from cogframe.plugins import load
 
-    found = [("cogframe", importlib.import_module(module)) for module in COMMANDS]
+    found = [("cogframe", importlib.import_module(module) if only in (None, _builtin_name(module))
+              else _NotLoaded(_builtin_name(module))) for module in COMMANDS]
     found += [(plugin.origin, cmd) for plugin, cmd in load().commands()]
     return found
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _asked_builtin(argv: Sequence[str]) -> str | None:
+    """The built-in command ``argv`` runs, or None (help, a plugin's command, a usage error)."""
+    for token in argv:
+        if token == "--debug":
+            continue
+        if token in {_builtin_name(m) for m in COMMANDS}:
+            return token
+        return None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Builds the argparse parser with every built-in and plugin subcommand.
+
+    Args:
+        argv: The arguments it will parse; when they run a built-in command, only that command's
+            module is imported (start-up time), the others are listed by name. None: all.
 
     Raises:
         CogframeError: A plugin command lacks one of NAME/HELP/add_arguments/run, or two commands
@@ -77,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     seen: dict[str, str] = {}
-    for origin, cmd in _commands():
-        missing = [m for m in _MEMBERS if not hasattr(cmd, m)]
+    for origin, cmd in _commands(_asked_builtin(argv) if argv is not None else None):
+        missing = [] if isinstance(cmd, _NotLoaded) else [m for m in _MEMBERS if not hasattr(cmd, m)]
         if missing:
             raise CogframeError(
                 f"command {cmd!r} from {origin} lacks {', '.join(missing)}: a command needs NAME, HELP, "
@@ -90,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "leave the plugin out via COGFRAME_PLUGINS"
             )
         seen[cmd.NAME] = origin
+        if isinstance(cmd, _NotLoaded):
+            continue  # its name is taken (checked above); argparse never routes to it
         sub = subparsers.add_parser(cmd.NAME, help=cmd.HELP, description=cmd.HELP)
         # SUPPRESS keeps a `cogframe --debug run ...` from being reset by the subparser's default.
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -144,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser(argv).parse_args(argv)
             status = int(args._run(args) or EXIT_OK)
         except SystemExit as exc:  # argparse: --help, --version and usage errors
             status = exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USER_ERROR)

@@ -7,7 +7,7 @@ import sys
 
 from cogframe.cli.table import format_table
 from cogframe.errors import CogframeError
-from cogframe.config.recipes import list_recipes, load_recipe, recipe_roots
+from cogframe.config.recipes import list_recipes, recipe_index, recipe_roots, recipe_task
 
 NAME = "ls"
 HELP = "List the available recipes (name, task, description)."
@@ -20,9 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Prints one row per recipe; a recipe that fails to load is shown with its error, not skipped."""
     rows = []
-    for name, description, path in list_recipes():
+    recipes = list_recipes()
+    index = recipe_index() if recipes else {}  # one scan of the folders for every base: name
+    for name, description, path in recipes:
         try:
-            task = load_recipe(path).get("task", "-")
+            task = recipe_task(path, index=index)
         except CogframeError as exc:
             task, description = "?", f"cannot load: {str(exc).splitlines()[0]}"
         rows.append((name, task, description))

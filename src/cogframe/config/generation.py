@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,9 @@ class SampleSettings:
         negative_prompt: Caption of every guidance branch (CogVideo: "视频"), or None.
         text_bias: Query->text attention bias of every pass that runs without guidance.
         parallel: Decode in parallel waves (same tokens in fp32/fp64; docs/sampling.md).
+        compile: ``torch.compile`` the decode step (``DecodeOptions.compile``: inductor, C++ on the
+            CPU, which needs a C++ compiler). Off by default: on the CPU it costs a compilation of
+            tens of seconds and decodes no faster (docs/benchmarks.md, "Compiled decoding").
         batch_size: Prompts generated together.
         display_scale: Nearest-neighbour upscaling of the written files (not of the JSON data).
         prefix_format: Duration prefix format, e.g. ``"{:.1f}s"``.
@@ -125,6 +130,7 @@ class SampleSettings:
     negative_prompt: str | None = None
     text_bias: float = 0.0
     parallel: bool = True
+    compile: bool = False
     batch_size: int = 1
     display_scale: int = 1
     prefix_format: str = "{:.1f}s"
@@ -166,6 +172,13 @@ class SampleSettings:
             problems.append(Problem("negative_prompt", f"is empty but guidance is {self.guidance:g}",
                                     "set negative_prompt (CogVideo uses '视频', 'video') or guidance=1"))
         problems += _whole(self.batch_size, 1, "batch_size", "e.g. batch_size=8")
+        if self.compile and not str(self.device).startswith("cuda"):
+            compiler = os.environ.get("CXX", "g++")
+            if shutil.which(compiler) is None:
+                problems.append(Problem("compile", f"is true but the C++ compiler torch.compile needs on the "
+                                        f"CPU ({compiler!r}, from $CXX or g++) is not on PATH",
+                                        "install one (e.g. `apt-get install g++`) or point $CXX at it, "
+                                        "or set compile=false"))
         problems += _whole(self.display_scale, 1, "display_scale", "e.g. display_scale=4")
         if self.threads is not None:
             problems += _whole(self.threads, 1, "threads", "or null for torch's default")

@@ -12,6 +12,7 @@ The section every training and sampling recipe shares::
         from: runs/tiny/t2i/model.safetensors   # inherit a text-to-image model (or null)
         freeze_inherited: true                  # train only the new video parameters
       weights: null                  # or a full model.safetensors to load as is (sampling)
+      lora: {rank: 8, alpha: 16, dropout: 0.0, targets: [temporal], adapter: null}   # optional
 
 This module sits between recipes (omegaconf) and core (typed objects): core never reads YAML.
 
@@ -24,6 +25,7 @@ backward pass for training), before any tensor exists. :func:`attention_needs` a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,81 @@ from omegaconf import DictConfig, OmegaConf
 from cogframe.errors import ConfigError, Problem, problems_error
 from cogframe.registry import Needs
 
-__all__ = ["MODEL_SLOTS", "attention_needs", "build_model_from_recipe", "capability_problems",
-           "channel_masks", "model_config_from_recipe", "model_section", "read_state_dict"]
+__all__ = ["MODEL_SLOTS", "LoraSettings", "attention_needs", "build_model_from_recipe", "capability_problems",
+           "channel_masks", "lora_settings", "model_config_from_recipe", "model_section", "read_state_dict"]
 
 # Recipe keys holding attention components (for validation through the registry).
 MODEL_SLOTS = {"model.attention.spatial": "attention", "model.attention.temporal": "attention"}
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The optional ``model.lora:`` section: LoRA adapters on the model's Linear layers.
+
+    Attributes:
+        rank: Inner dimension of the low-rank update (>= 1).
+        alpha: The update is scaled by ``alpha / rank``.
+        dropout: Dropout on the adapters' input while training, in [0, 1).
+        targets: Aliases ``temporal`` (the temporal channel's QKV and dense), ``spatial``, ``mlp``,
+            or module-name patterns (``layers.*.temporal.dense``); core/model/lora.py.
+        adapter: A ``lora.safetensors`` to load into the adapters (sampling a fine-tune on the
+            base weights); null: fresh adapters (training).
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = ("temporal",)  # type: ignore[assignment]  # read as a list from YAML
+    adapter: str | None = None
+
+    def problems(self) -> list[Problem]:
+        """Value checks (torch-free: validation imports no torch)."""
+        found = []
+        if self.rank < 1:
+            found.append(Problem("rank", f"must be >= 1, got {self.rank}", "e.g. rank=8"))
+        if not self.alpha > 0:
+            found.append(Problem("alpha", f"must be positive, got {self.alpha}", "e.g. alpha=16 (scale alpha/rank)"))
+        if not 0.0 <= self.dropout < 1.0:
+            found.append(Problem("dropout", f"must be in [0, 1), got {self.dropout}", "e.g. dropout=0.0"))
+        if not self.targets:
+            found.append(Problem("targets", "is empty", "name some, e.g. targets=[temporal]"))
+        return found
+
+    def spec(self):
+        """The core :class:`~cogframe.core.model.lora.LoraSpec` (imports torch)."""
+        from cogframe.core.model.lora import LoraSpec
+
+        return LoraSpec(rank=self.rank, alpha=float(self.alpha), dropout=float(self.dropout),
+                        targets=tuple(self.targets))
+
+
+def lora_settings(cfg: DictConfig) -> LoraSettings | None:
+    """The recipe's ``model.lora`` settings, or None when the model has no adapters.
+
+    Raises:
+        ConfigError: Unknown keys or bad values, all at once.
+    """
+    from cogframe.config.settings import read_section
+
+    node = OmegaConf.select(cfg, "model.lora", default=None)
+    if node is None or node is False:
+        return None
+    return read_section(LoraSettings, node, where="model.lora")
+
+
+def _with_lora(model, cfg: DictConfig, *, device: str | None, load_weights: bool, training: bool):
+    """Injects the recipe's adapters (after the base weights); loads and, for inference, merges them."""
+    settings = lora_settings(cfg)
+    if settings is None:
+        return model
+    from cogframe.core.model.lora import inject_lora, load_adapter, merge_lora
+
+    inject_lora(model, settings.spec())
+    if settings.adapter and device != "meta" and load_weights:
+        load_adapter(model, _existing(settings.adapter, "model.lora.adapter"))
+        if not training:
+            merge_lora(model)  # sampling runs at the plain model's speed
+    return model
 
 
 def model_section(cfg: DictConfig) -> DictConfig:
@@ -50,7 +122,7 @@ def model_section(cfg: DictConfig) -> DictConfig:
 
 def model_config_from_recipe(cfg: DictConfig):
     """The typed ModelConfig of the recipe (preset + overrides)."""
-    from cogframe.core.model.presets import model_config
+    from cogframe.core.model.config import model_config
 
     node = model_section(cfg)
     overrides = node.get("overrides") or {}
@@ -173,10 +245,10 @@ def build_model_from_recipe(cfg: DictConfig, registries, *, device: str | None =
         elif source:
             state = read_state_dict(_existing(source, "model.init.from"), "model.init.from")
             inherit_text_to_image(model, state, freeze=freeze)
-            return model
+            return _with_lora(model, cfg, device=device, load_weights=load_weights, training=training)
     if config.has_temporal_channel and freeze:
         model.freeze_inherited()
-    return model
+    return _with_lora(model, cfg, device=device, load_weights=load_weights, training=training)
 
 
 def read_state_dict(path: Path, key: str = "model weights") -> dict:

@@ -13,6 +13,7 @@ import difflib
 import importlib.resources
 import inspect
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -31,6 +32,8 @@ __all__ = [
     "assets_root",
     "recipe_roots",
     "list_recipes",
+    "recipe_index",
+    "recipe_task",
     "find_recipe",
     "load_recipe",
     "validate_recipe",
@@ -101,7 +104,12 @@ def recipe_roots() -> list[Path]:
     return roots
 
 
-def _recipe_index() -> dict[str, Path]:
+def recipe_index() -> dict[str, Path]:
+    """Every recipe name of the recipe folders -> its file.
+
+    Raises:
+        ConfigError: One name in two folders (naming both files).
+    """
     index: dict[str, Path] = {}
     for root in recipe_roots():
         for path in sorted(root.rglob(f"*{RECIPE_SUFFIX}")):
@@ -115,19 +123,160 @@ def _recipe_index() -> dict[str, Path]:
     return index
 
 
+# libyaml's safe loader when PyYAML has it: the same documents, parsed several times faster.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def list_recipes() -> list[tuple[str, str, Path]]:
     """Returns ``(name, description, path)`` for every recipe in the recipe folders, sorted by name.
 
     The description is the file's own ``description:`` line (not inherited), or ``""``.
     """
     out = []
-    for name, path in sorted(_recipe_index().items()):
+    for name, path in sorted(recipe_index().items()):
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             raw = None  # listed anyway; loading it reports the problem with its line number
         description = raw.get("description", "") if isinstance(raw, dict) else ""
         out.append((name, str(description or ""), path))
+    return out
+
+
+def recipe_task(path: str | Path, *, index: dict[str, Path] | None = None) -> object:
+    """The ``task:`` of a recipe file after its ``base:`` chain, as ``cogframe ls`` shows it (``"-"``: none).
+
+    Equal to ``load_recipe(path).get("task", "-")``, and as fast as reading the files: the chain is
+    read as plain YAML (with omegaconf's own loader, so the same files parse), without building
+    omegaconf objects. A chain that only the full load can judge (a YAML or encoding error, an
+    unknown base, a cycle, a list/mapping clash, a ``${...}`` interpolation, a non-string key or
+    task) is loaded in full, so the answer and every error are :func:`load_recipe`'s.
+
+    Args:
+        path: The recipe file.
+        index: :func:`recipe_index`, when the caller reads many recipes (``ls``): one scan of
+            the recipe folders for all their ``base:`` names.
+
+    Raises:
+        ConfigError: As :func:`load_recipe`.
+    """
+    merged = _plain_chain(Path(path), (), index)
+    task = merged.get("task", "-") if merged is not None else None
+    if isinstance(task, str) and task != "???" and "${" not in task and _interpolations_resolve(merged):
+        return task
+    return load_recipe(path).get("task", "-")
+
+
+try:  # omegaconf's YAML rules (floats, aliases, duplicate keys) without building a DictConfig
+    from omegaconf._yaml import get_yaml_loader as _omegaconf_yaml_loader
+except ImportError:  # another omegaconf layout: recipe_task then always loads in full
+    _omegaconf_yaml_loader = None
+
+
+def _plain_chain(path: Path, chain: tuple[Path, ...], index: dict[str, Path] | None) -> dict | None:
+    """A recipe and its bases merged as plain data, or None when only load_recipe can tell."""
+    if _omegaconf_yaml_loader is None or path in chain:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.load(text, Loader=_omegaconf_yaml_loader())
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return None
+    # omegaconf parses every interpolation of a file when it loads it (even one a child overrides).
+    if not isinstance(raw, dict) or not _plain_keys(raw) or not all(map(_well_formed, _strings(raw))):
+        return None
+    if "base" not in raw:
+        return raw
+    try:
+        base = _base_path(raw.pop("base"), path, index)
+    except ConfigError:
+        return None
+    parent = _plain_chain(base, (*chain, path), index)
+    if parent is None or _container_clash(parent, raw, "") is not None:
+        return None
+    return _plain_merge(parent, raw)
+
+
+def _plain_keys(node: object) -> bool:
+    """Whether every mapping key below ``node`` is a string without ``${`` (what omegaconf takes as is)."""
+    if isinstance(node, dict):
+        return all(isinstance(k, str) and "${" not in k and _plain_keys(v) for k, v in node.items())
+    if isinstance(node, list):
+        return all(_plain_keys(v) for v in node)
+    return True
+
+
+# The interpolation forms recipe_task can prove to resolve; anything else is left to omegaconf.
+_INTERPOLATION = re.compile(r"\$\{([^${}\\]*)\}")
+_ASSET_ARG = re.compile(r"asset:([\w.-]+(?:/[\w.-]+)*)")
+_ENV_WITH_DEFAULT = re.compile(r"oc\.env:[A-Za-z_]\w*,[\w./-]+")
+_KEY_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+# Forms that are valid interpolation grammar, whether or not they resolve.
+_WELL_FORMED = re.compile(rf"{_ASSET_ARG.pattern}|oc\.env:[A-Za-z_]\w*(?:,[\w./-]+)?|{_KEY_PATH.pattern}")
+
+
+def _well_formed(value: str) -> bool:
+    """Whether each ``${...}`` in ``value`` is one of the simple forms (valid interpolation grammar)."""
+    if "${" not in value:
+        return True
+    found = _INTERPOLATION.findall(value)
+    return ("\\" not in value and len(found) == value.count("${")
+            and all(_WELL_FORMED.fullmatch(expr) for expr in found))
+
+
+def _interpolations_resolve(root: dict) -> bool:
+    """Whether every ``${...}`` in ``root`` surely resolves (so ``OmegaConf.resolve`` cannot fail).
+
+    Proven forms: ``${asset:rel/path}`` (a relative path without ``..``), ``${oc.env:NAME,default}``
+    and ``${key.path}`` naming a set scalar (itself checked, cycles refused); an escaped, nested or
+    other interpolation answers False.
+    """
+    return all(_string_resolves(value, root, ()) for value in _strings(root))
+
+
+def _strings(node: object) -> Iterable[str]:
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            yield from _strings(child)
+    elif isinstance(node, str):
+        yield node
+
+
+def _string_resolves(value: str, root: dict, seen: tuple[str, ...]) -> bool:
+    if "${" not in value:
+        return True
+    found = _INTERPOLATION.findall(value)
+    if "\\" in value or len(found) != value.count("${"):
+        return False
+    return all(_expression_resolves(expr, root, seen) for expr in found)
+
+
+def _expression_resolves(expr: str, root: dict, seen: tuple[str, ...]) -> bool:
+    asset = _ASSET_ARG.fullmatch(expr)
+    if asset:
+        return ".." not in asset.group(1).split("/")
+    if _ENV_WITH_DEFAULT.fullmatch(expr):
+        return True
+    if not _KEY_PATH.fullmatch(expr) or expr in seen:
+        return False
+    node: object = root
+    for part in expr.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    if isinstance(node, (dict, list)) or node == "???":
+        return False  # a container inside a string, or a mandatory value: omegaconf decides
+    return not isinstance(node, str) or _string_resolves(node, root, (*seen, expr))
+
+
+def _plain_merge(base: dict, child: dict) -> dict:
+    """omegaconf's merge on plain data: mappings merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in child.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _plain_merge(out[key], value) if both else value
     return out
 
 
@@ -153,7 +302,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
     if path.is_dir():
         raise ConfigError(f"'{name_or_path}' is a folder, not a recipe: give a recipe name or a .yaml file")
     name = str(name_or_path).removesuffix(RECIPE_SUFFIX)
-    index = _recipe_index()
+    index = recipe_index()
     if name in index:
         return index[name]
     raise _unknown_recipe(name, index, f"no recipe named '{name}' and no file '{name_or_path}'")
@@ -185,7 +334,7 @@ def _read_yaml(path: Path) -> DictConfig:
     return cfg
 
 
-def _base_path(base: object, child: Path) -> Path:
+def _base_path(base: object, child: Path, index: dict[str, Path] | None = None) -> Path:
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{child}: 'base' must be a recipe name (tiny/base) or a .yaml path, got {base!r}")
     if base.endswith(RECIPE_SUFFIX):
@@ -196,7 +345,7 @@ def _base_path(base: object, child: Path) -> Path:
                 "file, or a recipe name without .yaml"
             )
         return path
-    index = _recipe_index()
+    index = recipe_index() if index is None else index
     if base in index:
         return index[base]
     raise _unknown_recipe(base, index, f"{child}: base '{base}' is not a recipe name")

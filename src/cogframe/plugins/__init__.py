@@ -24,6 +24,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.attention_swin3d",
     "cogframe.plugins.attention_flex",
     "cogframe.plugins.attention_xformers",
+    "cogframe.plugins.attention_local_window",
     "cogframe.plugins.task_train",
     "cogframe.plugins.tokenizer_sentencepiece",
     "cogframe.plugins.vqvae",
@@ -38,7 +39,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.icetk",
     "cogframe.plugins.token_samplers",
     "cogframe.plugins.stages",
+    "cogframe.plugins.stage_sliding_window",
     "cogframe.plugins.task_sample",
+    "cogframe.plugins.task_pipeline",
 )
 
 _plugin_set: PluginSet | None = None

@@ -5,6 +5,11 @@ black background, moving left, right, up or down at constant speed and staying f
 frame for the whole clip. The caption is exactly ``"a {colour} {shape} moving {direction}"``.
 Clips last ``min_seconds``..``max_seconds`` (whole frames) at ``fps`` (8 by default).
 
+Speed: by default each clip travels 50-100 % of the free room over its whole length, so speeds
+vary from clip to clip. With ``speed`` (pixels per second) every clip moves at that one speed,
+and the frame-rate prefix alone says how far the shape moves between two frames (CogVideo's
+reason for the prefix): the tiny recipes use it (docs/quality.md has the measurements).
+
 Determinism: clip ``i`` of a split is drawn from its own generator seeded with
 ``(seed, split, i)``, so it is identical however many clips are generated and in whatever order.
 The ``train`` and ``val`` splits use different seed streams, so they are disjoint sets of clips
@@ -85,11 +90,13 @@ class MovingShapes:
         seed: Base seed; clip ``i`` uses ``(seed, split, i)``.
         split: ``train`` or ``val`` (disjoint seed streams).
         object_scale: ``[min, max]`` side of the shape as a fraction of ``size``.
+        speed: Pixels per second of every clip (``None``: each clip travels 50-100 % of the free
+            room over its length). Must let the longest clip stay inside the frame.
     """
 
     def __init__(self, num_clips: int = 512, size: int = 32, fps: float = 8.0, min_seconds: float = 1.0,
                  max_seconds: float = 8.0, seed: int = 0, split: Literal["train", "val"] = "train",
-                 object_scale: Sequence[float] = (0.25, 0.375)) -> None:
+                 object_scale: Sequence[float] = (0.25, 0.375), speed: float | None = None) -> None:
         if split not in _SPLIT_STREAMS:
             raise ConfigError(f"moving_shapes split must be 'train' or 'val', got {split!r}.")
         if int(num_clips) < 0:
@@ -109,6 +116,15 @@ class MovingShapes:
                 f"moving_shapes object_scale={list(object_scale)} at size {size} gives shapes of "
                 f"{self.min_extent}..{self.max_extent} px; they must be >= 3 px (to be recognisable) and "
                 f"< {size} px (to be able to move); use a larger size or e.g. object_scale [0.25, 0.375].")
+        if speed is not None:
+            longest = (self.max_frames - 1) / fps
+            room = size - self.max_extent
+            if not 0 < speed or speed * longest > room:
+                raise ConfigError(
+                    f"moving_shapes speed={speed} px/s must be positive and keep the largest shape ({self.max_extent} px) "
+                    f"inside the {size} px frame for the longest clip ({longest:g} s: {speed * longest:g} px of travel, "
+                    f"room {room} px); lower speed or max_seconds (e.g. max_seconds={room / speed:g}).")
+        self.speed = None if speed is None else float(speed)
         self.num_clips = int(num_clips)
         self.size = int(size)
         self.fps = float(fps)
@@ -133,8 +149,11 @@ class MovingShapes:
         num_frames = int(rng.integers(self.min_frames, self.max_frames + 1))
         extent = int(rng.integers(self.min_extent, self.max_extent + 1))
         room = self.size - extent  # free pixels along each axis for the box's top-left corner
-        # Travel 50-100 % of the room so the motion is always clearly visible yet stays inside.
+        # Travel 50-100 % of the room so the motion is always clearly visible yet stays inside; or
+        # the fixed speed (the same draw is made either way, so the other attributes do not change).
         travel = room * rng.uniform(0.5, 1.0)
+        if self.speed is not None:
+            travel = self.speed * (num_frames - 1) / self.fps
         speed = travel / (num_frames - 1)  # pixels per frame, constant
         along_start = rng.uniform(0.0, room - travel)  # start offset along the motion axis
         across = rng.uniform(0.0, room)                 # fixed position across the motion axis

@@ -5,6 +5,12 @@ Every logger has the same two methods, which tasks call:
 * ``log(metrics: dict, step: int) -> None`` records one set of scalar metrics at a training step;
 * ``close() -> None`` flushes and releases files (safe to call twice).
 
+A logger may also have ``log_media(step, name, frames, *, fps, files) -> None``, which training
+calls with each sample video (``train.sample_every``, core/training/preview.py): ``frames`` is
+uint8 ``[T, H, W, 3]`` and ``files`` the written mp4 and contact sheet. All three built-in loggers
+have it: ``stdout`` prints the paths, ``jsonl`` records them, ``tensorboard`` adds the frames as
+one image (and as a video when ``moviepy``, which TensorBoard's video summaries need, is installed).
+
 Recipes usually hold a list of them under ``loggers:``, e.g.
 ``loggers: [{name: stdout}, {name: jsonl, path: runs/x/metrics.jsonl}]``.
 """
@@ -16,7 +22,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from cogframe.core.io.atomic import atomic_write_text
 from cogframe.hookspecs import hookimpl
@@ -58,6 +64,11 @@ class StdoutLogger:
         fields = " ".join(f"{key}={_format(_plain(value))}" for key, value in metrics.items())
         # sys.stdout is looked up per call so redirection (and pytest's capture) applies.
         print(f"{self.prefix}step {step}: {fields}", file=sys.stdout, flush=True)
+
+    def log_media(self, step: int, name: str, frames: Any, *, fps: float, files: Sequence[str] = ()) -> None:
+        """Prints where a sample video of ``step`` was written."""
+        print(f"{self.prefix}step {step}: {name} ({len(frames)} frames at {fps:g} fps) -> {', '.join(files)}",
+              file=sys.stdout, flush=True)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -112,13 +123,20 @@ class JsonlLogger:
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Appends ``{"step": step, **metrics}`` as one line and flushes, so a crash loses nothing."""
+        self._write({"step": step, **{key: _plain(value) for key, value in metrics.items()}})
+
+    def _write(self, record: dict) -> None:
         if self._file is None:
             if self._closed:
                 raise ValueError(f"jsonl logger for {self.path} is closed; build a new one to log again")
-            self._open(int(step))
-        record = {"step": step, **{key: _plain(value) for key, value in metrics.items()}}
+            self._open(int(record["step"]))
         self._file.write(json.dumps(record, default=str) + "\n")
         self._file.flush()
+
+    def log_media(self, step: int, name: str, frames: Any, *, fps: float, files: Sequence[str] = ()) -> None:
+        """Appends ``{"step", "media": name, "frames", "fps", "files"}``: where a sample video is."""
+        self._write({"step": step, "media": name, "frames": len(frames), "fps": float(fps),
+                     "files": [str(f) for f in files]})
 
     def close(self) -> None:
         """Closes the file (safe to call twice)."""
@@ -155,6 +173,19 @@ class TensorboardLogger:
             value = _plain(value)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._writer.add_scalar(key, value, step)
+        self._writer.flush()
+
+    def log_media(self, step: int, name: str, frames: Any, *, fps: float, files: Sequence[str] = ()) -> None:
+        """Adds the frames side by side as one image, and as a video when moviepy is installed."""
+        import numpy as np
+
+        frames = np.asarray(frames)
+        self._writer.add_image(name, np.concatenate(list(frames), axis=1), step, dataformats="HWC")
+        if importlib.util.find_spec("moviepy") is not None:
+            import torch
+
+            video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).unsqueeze(0)
+            self._writer.add_video(f"{name}/video", video, step, fps=max(1, round(fps)))
         self._writer.flush()
 
     def close(self) -> None:

@@ -256,8 +256,11 @@ class PrepareTask:
         before = len(dataset_log) if dataset_log is not None else 0
         own_skips: list[SkippedEntry] = []
         texts, valids, frame_sets, fps, kept, captions, prefixes = [], [], [], [], [], [], []
+        # A dataset that tells a clip's length before decoding it (video_folder: probe + read_frames)
+        # decodes only the sampled frames; the same rng draws pick the same frames as a whole clip would.
+        partial = callable(getattr(dataset, "probe", None)) and callable(getattr(dataset, "read_frames", None))
         for index in entries:
-            clip = dataset[index]
+            clip = dataset.probe(index) if partial else dataset[index]
             bar.update(1)
             if clip is None:
                 continue  # the dataset recorded why
@@ -271,9 +274,12 @@ class PrepareTask:
                 own_skips.append(SkippedEntry(clip.metadata.get("path", clip.source), "unusable for prepare",
                                               str(exc)[:200]))
                 continue
+            frames = dataset.read_frames(index, choice.frame_indices) if partial else clip.frames[choice.frame_indices]
+            if frames is None:
+                continue  # the dataset recorded why
             texts.append(ids)
             valids.append(valid)
-            frame_sets.append(clip.frames[choice.frame_indices])
+            frame_sets.append(frames)
             fps.append(choice.fps)
             kept.append(index)
             captions.append(clip.caption)

@@ -1,7 +1,10 @@
 """Task ``sample``: text to video as an ordered list of stages, then mp4/gif/png/json per prompt.
 
 Reads top to bottom: :func:`plan_sample` (set up and check everything that needs no weights),
-:func:`run_sample` (load, run the stages batch by batch, write). Recipe keys (complete example:
+:func:`load` (the weights the stages declared), :func:`generate_batches` (the stages, batch by
+batch) and :func:`run_sample` (all three, then write). The Python API (``cogframe.load_pipeline``,
+src/cogframe/api.py) calls the same plan, load and batches and keeps the frames instead of
+writing them. Recipe keys (complete example:
 recipes/tiny/sample.yaml; reference: docs/sampling.md)::
 
     task: sample
@@ -36,8 +39,8 @@ from cogframe.hookspecs import hookimpl
 from cogframe.registry import Registries, component
 from cogframe.plugins._run_folder import locks_run_folder, sample_lock_target
 
-__all__ = ["SampleContext", "SamplePlan", "SampleResult", "SampleTask", "generate", "load", "plan_sample", "run_sample",
-           "take_plan"]
+__all__ = ["SampleContext", "SamplePlan", "SampleResult", "SampleTask", "generate", "generate_batches", "load",
+           "plan_sample", "run_sample", "take_plan"]
 
 _MODEL_SECTIONS = ("stage1", "stage2")
 _STAGE_SLOTS = {f"{stage}.model.attention.{channel}": "attention"
@@ -109,33 +112,56 @@ class SampleContext:
         """Text slots of the models (they agree; see :meth:`model_config`)."""
         return next(iter(self._configs.values())).layout.text_len
 
+    def _check_prompt(self, text: str, prefix: str | None) -> None:
+        # A tokenizer's torch-free `prompt_tokens` (same checks as `encode_prompt`) keeps
+        # `cogframe validate` free of torch; tokenizers without it are checked by encoding.
+        check = getattr(self.text_tokenizer, "prompt_tokens", None) or self.text_tokenizer.encode_prompt
+        check(text, self.text_len, prefix=prefix)
+
     def check_prompts(self, prefix: str | None, *, suffix: str = "") -> None:
         """Every caption (+ ``suffix``) with ``prefix`` must fit the text slots; says which and by how much."""
         for caption in self.captions:
             try:
-                self.text_tokenizer.encode_prompt(caption + suffix, self.text_len, prefix=prefix)
+                self._check_prompt(caption + suffix, prefix)
             except CogframeError as exc:
                 raise type(exc)(f"{self.settings.where_prompts()}: {exc}") from None
 
     def check_negative(self, prefix: str) -> None:
         """The negative prompt with ``prefix`` must fit the text slots."""
         try:
-            self.text_tokenizer.encode_prompt(str(self.settings.negative_prompt), self.text_len, prefix=prefix)
+            self._check_prompt(str(self.settings.negative_prompt), prefix)
         except CogframeError as exc:
             raise type(exc)(f"negative_prompt: {exc}") from None
 
     # ---- run time --------------------------------------------------------------------------------
-    def load(self, sections) -> float:
-        """Builds the image tokenizer and samplers, loads ``sections``' models; returns the seconds."""
+    def load(self, sections, cache: dict | None = None) -> float:
+        """Builds the image tokenizer and samplers, loads ``sections``' models; returns the seconds.
+
+        Args:
+            sections: The model sections to load.
+            cache: Built image tokenizers and models by their recipe node (and device, dtype),
+                reused when the same node comes again: a pipeline that samples many times with
+                different settings loads each model once. None: build everything.
+        """
         import torch
 
         s = self.settings
         if s.threads:
             torch.set_num_threads(s.threads)
         start = time.perf_counter()
-        self.image_tokenizer = self.registries.build("image_tokenizer", self.cfg.image_tokenizer)
+        cache = {} if cache is None else cache
+
+        def once(key, build):
+            if key not in cache:
+                cache[key] = build()
+            return cache[key]
+
+        self.image_tokenizer = once(("image_tokenizer", OmegaConf.to_yaml(self.cfg.image_tokenizer)),
+                                    lambda: self.registries.build("image_tokenizer", self.cfg.image_tokenizer))
         for section in dict.fromkeys(sections):
-            self._models[section] = _load_model(self.cfg[section], self.registries, s.device, s.dtype)
+            node = self.cfg[section]
+            self._models[section] = once(("model", OmegaConf.to_yaml(node), s.device, s.dtype),
+                                         lambda: _load_model(node, self.registries, s.device, s.dtype))
         self._check_image_tokenizer()
         first = OmegaConf.select(self.cfg, "first_frame_sampler", default=None)
         self._samplers[False] = self._build_sampler(self.cfg.token_sampler)
@@ -372,9 +398,22 @@ def generate(plan: SamplePlan, captions, seed: int):
     return run_stages(plan.stages, VideoBatch(tuple(captions), seed), decode=plan.context.decode)
 
 
-def load(plan: SamplePlan) -> float:
-    """Loads what the plan's stages declared; returns the seconds."""
-    return plan.context.load([section for stage in plan.stages for section in stage.models])
+def load(plan: SamplePlan, cache: dict | None = None) -> float:
+    """Loads what the plan's stages declared (reusing ``cache``, see SampleContext.load); the seconds."""
+    return plan.context.load([section for stage in plan.stages for section in stage.models], cache)
+
+
+def generate_batches(plan: SamplePlan):
+    """Runs the stages on every batch of the plan (after :func:`load`), in prompt order.
+
+    Yields:
+        ``(first prompt index, VideoBatch, seconds)`` per batch; a batch is sampled with the
+        seed plus its first prompt index (its rows are separate random streams).
+    """
+    for first, captions, seed in plan.batches():
+        clock = time.perf_counter()
+        batch = generate(plan, captions, seed)
+        yield first, batch, time.perf_counter() - clock
 
 
 def _record(cfg: DictConfig, plan: SamplePlan, batch, row: int, index: int, load_seconds: float) -> dict:
@@ -421,12 +460,10 @@ def run_sample(cfg: DictConfig, registries: Registries, *, source: str = "the re
     plan = take_plan(cfg, registries, source)
     s = plan.settings
     result = SampleResult(seconds={"load": load(plan), "generate": 0.0, "write": 0.0})
-    for first, captions, seed in plan.batches():
+    for first, batch, seconds in generate_batches(plan):
+        result.seconds["generate"] += seconds
         clock = time.perf_counter()
-        batch = generate(plan, captions, seed)
-        result.seconds["generate"] += time.perf_counter() - clock
-        clock = time.perf_counter()
-        pixels = batch.pixels.numpy()
+        pixels, captions = batch.pixels.numpy(), batch.captions
         for row in range(len(captions)):
             record = _record(cfg, plan, batch, row, first + row, result.seconds["load"])
             paths = write_generated_video(plan.stems[first + row], pixels[row], batch.fps, record,

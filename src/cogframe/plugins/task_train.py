@@ -11,6 +11,8 @@ Recipe keys (see recipes/tiny/stage1.yaml for a complete one)::
     distributed: {param_dtype: bfloat16, reduce_dtype: float32}               # FSDP2 under torchrun
     plan: {devices: [1, 8, 64], micro_batch: 4}                               # read by `cogframe plan`
     loggers: [{name: stdout}, {name: jsonl, path: ...}]
+    image_tokenizer: {name: vqvae, path: ...}   # only for train.sample_every (sample videos)
+    token_sampler: {name: top_k, k: 10}          # optional, of the sample videos (default top-k 10)
     resume: false
     overwrite: false
 
@@ -45,6 +47,7 @@ from cogframe.config.model import (
     MODEL_SLOTS,
     attention_needs,
     build_model_from_recipe,
+    lora_settings,
     model_config_from_recipe,
 )
 from cogframe.plugins._task_helpers import check_recipe, task_settings
@@ -63,7 +66,9 @@ def train_settings(cfg: DictConfig):
 class TrainTask:
     """Train the recipe's model on prepared token shards."""
 
-    slots = {**MODEL_SLOTS, "text_tokenizer": "text_tokenizer", "loggers": "logger"}
+    slots = {**MODEL_SLOTS, "text_tokenizer": "text_tokenizer", "loggers": "logger",
+             # Optional; read only for sample videos during training (train.sample_every).
+             "image_tokenizer": "image_tokenizer", "token_sampler": "token_sampler"}
     list_slots = ("loggers",)
     sections = {"": TrainRunSettings, "train": TrainSettings, "data": DataSettings,
                 "distributed": DistributedSettings, "plan": PlanSettings}
@@ -94,11 +99,19 @@ class TrainTask:
             config = model_config_from_recipe(cfg)
         except ConfigError as exc:
             return found + [Problem("model", str(exc), "")]
+        if sections is not None:
+            found += _sample_problems(cfg, sections, config)
         for key in ("model.init.from", "model.weights"):
             path = OmegaConf.select(cfg, key)
             if path and not Path(str(path)).exists():
                 found.append(Problem(key, f"is {path}, which does not exist yet", MISSING_WEIGHTS_FIX))
+        try:
+            lora_settings(cfg)
+        except ConfigError as exc:
+            found.append(Problem("model.lora", str(exc), ""))
+        # A full model.weights (a LoRA fine-tune of a trained stage) is no random backbone either.
         if config.has_temporal_channel and not OmegaConf.select(cfg, "model.init.from") \
+                and not OmegaConf.select(cfg, "model.weights") \
                 and OmegaConf.select(cfg, "model.init.freeze_inherited", default=True):
             found.append(Problem(
                 "model.init.freeze_inherited",
@@ -125,7 +138,9 @@ class TrainTask:
         tokenizer = registries.build("text_tokenizer", cfg.text_tokenizer)
         self._check_agreement(config, tokenizer, cfg)
         ctx = DistributedContext.from_environment(settings.device, dist_cfg.param_dtype, dist_cfg.reduce_dtype)
-        if ctx.device.type == "cpu" and "COGFRAME_THREADS" in os.environ:
+        if ctx.device.type == "cpu" and settings.threads > 0:
+            torch.set_num_threads(settings.threads)
+        elif ctx.device.type == "cpu" and "COGFRAME_THREADS" in os.environ:
             torch.set_num_threads(int(os.environ["COGFRAME_THREADS"]))
         torch.manual_seed(settings.seed)
         # The attention backends must declare backward on this device (flex has none on CPU):
@@ -148,13 +163,21 @@ class TrainTask:
             val = StepBatches(ShardDataset(shards, str(val_split)), settings.batch_size,
                               shuffle=False)
         loggers = [registries.build("logger", node) for node in (cfg.get("loggers") or [])]
+        preview = _build_preview(cfg, registries, settings, config, tokenizer, shards, val_split)
         result = train(
             model, settings, StepBatches(data, settings.batch_size, grad_accum=settings.grad_accum,
                                          seed=settings.seed),
             boi_id=tokenizer.boi_id, run_dir=str(cfg.output_dir), val_data=val, loggers=loggers,
             recipe=OmegaConf.to_container(cfg, resolve=True), resume=sections[""].resume,
-            ctx=ctx,
+            ctx=ctx, preview=preview,
         )
+        lora = lora_settings(cfg)
+        if lora is not None and ctx.is_main:
+            from cogframe.core.model.lora import split_lora_weights
+
+            # model.safetensors becomes the merged plain model; the adapter goes beside it.
+            adapter = split_lora_weights(Path(str(cfg.output_dir)) / "model.safetensors", lora.spec())
+            ctx.print(f"LoRA adapter in {adapter} (model.safetensors holds the merged weights)")
         ctx.print(f"finished at step {result.step}: train loss {result.train_loss:.4f}"
                   + (f", val loss {result.val_loss:.4f}" if result.val_loss is not None else "")
                   + f"; weights in {Path(str(cfg.output_dir)) / 'model.safetensors'}")
@@ -206,6 +229,43 @@ class TrainTask:
                 f"tokens but the model layout expects {layout.frames} of "
                 f"{layout.frame_height}x{layout.frame_width}; prepare shards for this layout."
             )
+
+
+def _sample_problems(cfg: DictConfig, sections: dict, config) -> list[Problem]:
+    """What train.sample_every > 0 needs (core.training.settings.sample_problems)."""
+    from cogframe.core.training.settings import sample_problems
+
+    return sample_problems(sections["train"], config.stage.value,
+                           has_image_tokenizer=OmegaConf.select(cfg, "image_tokenizer", default=None) is not None,
+                           val_split=sections["data"].val_split)
+
+
+def _build_preview(cfg: DictConfig, registries: Registries, settings, config, tokenizer, shards: Path,
+                   val_split):
+    """The sample-video writer of train.sample_every (None when off), built before the first step."""
+    if not settings.sample_every:
+        return None
+    from cogframe.core.training.preview import TrainingPreview
+    from cogframe.core.training.settings import sample_problems
+    from cogframe.errors import problems_error
+
+    found = sample_problems(settings, config.stage.value, has_image_tokenizer=cfg.get("image_tokenizer") is not None,
+                            val_split=val_split)
+    if found:  # settings built in code skip validation; the same checks
+        raise problems_error("train.sample_every cannot sample", found)
+    windows = ()
+    if config.stage.value == "interpolation":
+        from cogframe.core.io.token_shards import ShardDataset
+
+        val = ShardDataset(shards, str(val_split))
+        windows = [val[i] for i in range(min(settings.sample_windows, len(val)))]
+    sampler = cfg.get("token_sampler") or {"name": "top_k", "k": 10}  # tiny/sample's default
+    return TrainingPreview(
+        Path(str(cfg.output_dir)), settings.sample_every, stage=config.stage,
+        text_tokenizer=tokenizer, image_tokenizer=registries.build("image_tokenizer", cfg.image_tokenizer),
+        sampler=registries.build("token_sampler", sampler), text_len=config.layout.text_len,
+        prompts=settings.sample_prompts, fps=settings.sample_fps, key_frames=config.layout.frames,
+        windows=windows, seed=settings.sample_seed)
 
 
 @hookimpl

@@ -230,6 +230,8 @@ class SentencePieceTokenizer:
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Text slots of one sample: ``[pad ... pad, prefix, <n>, caption]`` (left-padded).
 
+        The ids and every check come from :meth:`prompt_tokens`; this adds the tensors.
+
         Args:
             caption: The caption; must not be empty.
             text_len: Number of text slots.
@@ -243,6 +245,25 @@ class SentencePieceTokenizer:
             DataError: Empty caption, or (without ``allow_unknown``) a caption or prefix with
                 words the model does not cover (they are named).
             ShapeError: The prompt has more tokens than ``text_len`` and ``truncate`` is off.
+        """
+        tokens = self.prompt_tokens(caption, text_len, prefix=prefix)
+        import torch  # here, not at the top: validating prompts (prompt_tokens) needs no tensors
+
+        ids = torch.full((text_len,), self.pad_id, dtype=torch.long)
+        valid = torch.zeros(text_len, dtype=torch.bool)
+        if tokens:
+            ids[text_len - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+            valid[text_len - len(tokens):] = True
+        return ids, valid
+
+    def prompt_tokens(self, caption: str, text_len: int, prefix: str | None = None) -> list[int]:
+        """The real (unpadded) ids of :meth:`encode_prompt`, with the same checks, without torch.
+
+        ``cogframe validate`` checks every prompt of a sampling recipe through this method.
+
+        Raises:
+            DataError: As :meth:`encode_prompt`.
+            ShapeError: As :meth:`encode_prompt`.
         """
         if not caption or not caption.strip():
             raise DataError("empty prompt: the caption has no text; give every clip a non-empty caption "
@@ -267,15 +288,7 @@ class SentencePieceTokenizer:
                     "text_len (a model change), or set text_tokenizer.truncate: true to cut the caption's end."
                     f"{spelled} Prompt: {((prefix + ' <n> ') if prefix else '') + caption!r}")
             body = body[:text_len - len(head)]  # keep the prefix: it carries the frame rate
-        tokens = head + body
-        import torch  # here, not at the top: encoding prompts for validation needs no tensors
-
-        ids = torch.full((text_len,), self.pad_id, dtype=torch.long)
-        valid = torch.zeros(text_len, dtype=torch.bool)
-        if tokens:
-            ids[text_len - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
-            valid[text_len - len(tokens):] = True
-        return ids, valid
+        return head + body
 
     # ---- training -------------------------------------------------------------------------------
     @classmethod

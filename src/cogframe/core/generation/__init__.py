@@ -3,6 +3,7 @@ position-keyed noise, the sampling math), ``waves.py`` (parallel-wave schedules 
 attention masks), ``decoder.py`` (the KV-cached frame decoder both stages share), ``guidance.py``
 (classifier-free guidance), ``prompts.py`` (the text conditions with their frame-rate prefixes),
 ``interpolation.py`` (stage 2's window split and merge, the pixel
-baselines), ``generate.py`` (key frames, then recursive interpolation rounds) and ``stages.py``
+baselines), ``generate.py`` (key frames, then recursive interpolation rounds), ``sliding.py``
+(the one-stage baseline: extending a video window by window with the stage-1 model) and ``stages.py``
 (the generation-stage protocol: a list of stages that each turn one ``VideoBatch`` into the next).
 """

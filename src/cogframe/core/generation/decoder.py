@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -36,7 +37,7 @@ import torch
 from cogframe.core.generation.guidance import check_guidance, combine_guidance
 from cogframe.core.model.layout import TokenLayout
 from cogframe.core.generation.prompts import TextPrompt
-from cogframe.core.generation.token_sampling import SlotNoise, TokenSampler
+from cogframe.core.generation.token_sampling import RowNoise, SlotNoise, TokenSampler
 from cogframe.core.generation.waves import WaveSchedule, model_layer_masks, sequential_schedule, wave_schedule
 from cogframe.errors import ConfigError, ShapeError
 
@@ -61,6 +62,12 @@ class DecodeOptions:
             (``cogvideo_cache_model.py``: ``attention_extra_NAR_inference`` masks only in stage 1),
             so converted weights reproduce the release with it; False (default) uses the
             training mask in every pass. The generation passes always use the training mask.
+        compile: ``torch.compile`` the decode step: every layer's forward (norms, projections,
+            MLP, the channel mix) is compiled (inductor: C++ on the CPU, Triton on CUDA), the
+            KV-cache writes and the attention calls stay eager between the compiled pieces. The
+            first run pays the compilation (and a recompile when the pass shape first changes);
+            fused kernels round differently from eager ones, so logits differ by float rounding.
+            ``benchmarks/sampling.py --only f`` measures whether it pays (on the CPU it does not).
     """
 
     sampler: TokenSampler
@@ -70,6 +77,7 @@ class DecodeOptions:
     text_bias: float = 0.0
     parallel: bool = False
     unmasked_prefix: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -130,7 +138,6 @@ class _Frames:
         # Every frame slot starts as BOI: right for slot (t, 0), overwritten elsewhere.
         self.inputs = torch.full((batch, layout.seq_len), int(boi_id), dtype=torch.long, device=device)
         self.tokens = torch.full((batch, layout.frames, tpf), -1, dtype=torch.long, device=device)
-        self.fed = torch.zeros(layout.seq_len, dtype=torch.bool)
 
     def give(self, frame: int, grid: torch.Tensor) -> None:
         """Copy a given frame's tokens and set its inputs ``[BOI, f[0], ..., f[-2]]``."""
@@ -140,23 +147,97 @@ class _Frames:
         start = self.layout.frame_range(frame).start
         self.inputs[:, start + 1:start + tpf] = flat[:, :-1]
 
-    def write(self, slots: torch.Tensor, tokens: torch.Tensor) -> None:
-        """Store tokens sampled at ``slots``; each becomes the input of the next slot."""
-        coords = self.layout.coords(slots)
-        device = self.tokens.device
-        self.tokens[:, coords.t.to(device), coords.p.to(device)] = tokens
-        follows = coords.p < self.layout.tokens_per_frame - 1  # a frame's last token is never an input
-        self.inputs[:, (slots[follows] + 1).to(device)] = tokens[:, follows.to(device)]
-
-    def unfinished(self, frames: Sequence[int]) -> tuple[int, ...]:
-        """The frames of ``frames`` that still have slots to feed."""
-        return tuple(t for t in frames
-                     if not bool(self.fed[self.layout.frame_range(t).start:
-                                          self.layout.frame_range(t).stop].all()))
+    def write(self, wave: "_Wave", tokens: torch.Tensor) -> None:
+        """Store the ``[B, n]`` tokens sampled in ``wave``; each becomes the next slot's input."""
+        self.tokens.view(self.tokens.shape[0], -1)[:, wave.token_index] = tokens
+        if wave.follow_rows is not None:
+            self.inputs[:, wave.follow_slots] = tokens.index_select(1, wave.follow_rows)
 
     def grids(self) -> torch.Tensor:
         layout = self.layout
         return self.tokens.reshape(-1, layout.frames, layout.frame_height, layout.frame_width)
+
+
+class _Wave:
+    """The index tensors of one generation pass, cut from :class:`_WavePlan`'s (no per-pass ops).
+
+    Attributes:
+        slots: ``[n]`` slots fed and sampled (on the model's device).
+        token_index: ``[n]`` their positions in the flattened ``[B, frames * tpf]`` token grids.
+        follow_rows / follow_slots: Which of the ``n`` sampled tokens are inputs of a next slot
+            (every one but a frame's last token), and that slot; None when none is.
+        positions: ``[B * n]`` slot of each sampled row (batch-major), for the sampler.
+        noise: The rows' position-keyed noise (:class:`RowNoise`), computed for the whole run.
+        retain: The generated frames that still have slots to feed after this pass when a frame
+            ends with it (its spatial keys can go), else None.
+    """
+
+    __slots__ = ("slots", "token_index", "follow_rows", "follow_slots", "positions", "noise", "retain")
+
+
+class _WavePlan:
+    """Everything a run's generation passes index with, computed once from the schedule.
+
+    Per pass, the decoder used to derive coordinates, next-slot targets, noise keys and the
+    frames left to feed from the wave's slots (~40 small ops and a scan of every pending frame);
+    here they are computed for all waves at once and each pass takes its slices.
+    """
+
+    def __init__(self, layout: TokenLayout, schedule: WaveSchedule, generated_frames: Sequence[int],
+                 seed: int, streams: torch.Tensor, device: torch.device):
+        waves = schedule.waves
+        tpf = layout.tokens_per_frame
+        sizes = [int(w.numel()) for w in waves]
+        flat = torch.cat([w.long().reshape(-1) for w in waves]) if waves else torch.zeros(0, dtype=torch.long)
+        if flat.numel() and int(flat.min()) < layout.text_len:
+            raise ShapeError("a schedule's waves may only hold frame slots (text is fed in the prefix "
+                             f"pass), got slot {int(flat.min())} < text_len {layout.text_len}.")
+        token_index = flat - layout.text_len
+        follows = token_index % tpf < tpf - 1  # a frame's last token is never an input
+        batch = int(streams.numel())
+        # Noise keys of every (stream, slot) pair of the run, batch-major within each wave.
+        keys = SlotNoise(seed).rows(streams.repeat_interleave(flat.numel()), flat.repeat(batch)).keys
+        keys = keys.reshape(batch, -1)
+        positions = flat.to(device).expand(batch, -1)
+        flat_dev, token_index_dev = flat.to(device), token_index.to(device)
+        retain = self._retention(layout, schedule, generated_frames)
+        self.waves: list[_Wave] = []
+        start = 0
+        for i, n in enumerate(sizes):
+            stop = start + n
+            wave = _Wave()
+            wave.slots = flat_dev[start:stop]
+            wave.token_index = token_index_dev[start:stop]
+            rows = follows[start:stop].nonzero().squeeze(-1)
+            wave.follow_rows = rows.to(device) if rows.numel() else None
+            wave.follow_slots = (flat[start:stop][rows] + 1).to(device) if rows.numel() else None
+            wave.positions = positions[:, start:stop].reshape(-1)
+            wave.noise = RowNoise(keys[:, start:stop].reshape(-1))
+            wave.retain = retain.get(i)
+            self.waves.append(wave)
+            start = stop
+
+    @staticmethod
+    def _retention(layout: TokenLayout, schedule: WaveSchedule,
+                   generated_frames: Sequence[int]) -> dict[int, tuple[int, ...]]:
+        """Pass index -> the generated frames left to feed, for each pass that ends a frame.
+
+        A frame ends with the last pass that feeds one of its slots (the prefix pass counts as
+        before pass 0); a frame some of whose slots are never fed never ends.
+        """
+        fed_at = torch.full((layout.seq_len,), -2, dtype=torch.long)  # -2: never fed
+        fed_at[schedule.prefix.long()] = -1
+        for i, wave in enumerate(schedule.waves):
+            fed_at[wave.long()] = i
+        ends: dict[int, int | None] = {}
+        for t in generated_frames:
+            r = layout.frame_range(t)
+            block = fed_at[r.start:r.stop]
+            ends[t] = None if bool((block == -2).any()) else max(int(block.max()), 0)
+        out: dict[int, tuple[int, ...]] = {}
+        for i in sorted({e for e in ends.values() if e is not None}):
+            out[i] = tuple(t for t in generated_frames if ends[t] is None or ends[t] > i)
+        return out
 
 
 def _check_given(layout: TokenLayout, given: torch.Tensor | None, n_given: int, batch: int) -> None:
@@ -171,13 +252,10 @@ def _check_given(layout: TokenLayout, given: torch.Tensor | None, n_given: int, 
         )
 
 
-def _sample(options: DecodeOptions, logits: torch.Tensor, slots: torch.Tensor,
-            streams: torch.Tensor) -> torch.Tensor:
+def _sample(options: DecodeOptions, logits: torch.Tensor, wave: _Wave) -> torch.Tensor:
     """Sample ``[B, n]`` tokens from ``[B, n, V]`` logits; row noise keyed by (stream, slot)."""
     batch, n = logits.shape[:2]
-    positions = slots.repeat(batch)
-    rows = SlotNoise(options.seed).rows(streams.repeat_interleave(n), positions)
-    tokens = options.sampler(logits.reshape(batch * n, -1), positions.to(logits.device), rows)
+    tokens = options.sampler(logits.reshape(batch * n, -1), wave.positions, wave.noise)
     if tokens.shape != (batch * n,):
         raise ShapeError(f"the token sampler returned shape {tuple(tokens.shape)} for {batch * n} "
                          "rows of logits; it must return one token id per row ([N]).")
@@ -242,35 +320,67 @@ def decode_frames(
         options.negative.check(layout.text_len)
         branches.append(_Branch(model, options.negative.expand(batch)))
 
-    def forward(slots: torch.Tensor) -> torch.Tensor:
-        """One pass of every branch over ``slots``; the (guided) logits."""
-        state.fed[slots] = True
-        slots = slots.to(device)
-        outs = [model(b.inputs(state.inputs, slots, layout.text_len), slots=slots, text_valid=b.valid,
+    def forward(slots: torch.Tensor, frame_inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """One pass of every branch over ``slots``; the (guided) logits.
+
+        ``frame_inputs``: the inputs of ``slots`` when they are all frame slots (shared by the
+        branches, which differ in their text only).
+        """
+        outs = [model(frame_inputs if frame_inputs is not None else
+                      b.inputs(state.inputs, slots, layout.text_len), slots=slots, text_valid=b.valid,
                       cache=b.cache, use_temporal=use_temporal, text_bias=options.text_bias)
                 for b in branches]
         return outs[0] if len(outs) == 1 else combine_guidance(outs[0], outs[1], options.guidance)
 
-    passes, logits_out = 0, None
-    if schedule.prefix.numel():
-        with _unmasked_temporal(model) if options.unmasked_prefix else contextlib.nullcontext():
-            forward(schedule.prefix)
-        passes += 1
-    pending = tuple(generated_frames)
-    _retain(branches, layout, pending)
-    for wave in schedule.waves:
-        logits = forward(wave)
-        passes += 1
-        if return_logits:
-            if logits_out is None:
-                logits_out = logits.new_zeros(batch, layout.seq_len, logits.shape[-1])
-            logits_out[:, wave.to(device)] = logits
-        state.write(wave, _sample(options, logits, wave, streams))
-        still = state.unfinished(pending)
-        if still != pending:  # a frame ended: its spatial keys are no longer needed
-            pending = still
-            _retain(branches, layout, pending)
+    compiled = _compiled_layers(model) if options.compile else contextlib.nullcontext()
+    with compiled:  # the passes: prefix, then every wave (sample, write, drop finished frames)
+        passes, logits_out = 0, None
+        if schedule.prefix.numel():
+            with _unmasked_temporal(model) if options.unmasked_prefix else contextlib.nullcontext():
+                forward(schedule.prefix.to(device))
+            passes += 1
+        plan = _WavePlan(layout, schedule, generated_frames, options.seed, streams, device)
+        _retain(branches, layout, tuple(generated_frames))
+        for wave in plan.waves:
+            logits = forward(wave.slots, state.inputs.index_select(1, wave.slots))
+            passes += 1
+            if return_logits:
+                if logits_out is None:
+                    logits_out = logits.new_zeros(batch, layout.seq_len, logits.shape[-1])
+                logits_out[:, wave.slots] = logits
+            state.write(wave, _sample(options, logits, wave))
+            if wave.retain is not None:  # a frame ended: its spatial keys are no longer needed
+                _retain(branches, layout, wave.retain)
     return DecodeResult(state.grids(), passes, logits_out)
+
+
+# One torch.compile wrapper per layer, kept for the layer's lifetime: later runs reuse its
+# compiled code instead of compiling again.
+_COMPILED_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def _compiled_layers(model):
+    """Within the block, ``model``'s layers run compiled (``DecodeOptions.compile``).
+
+    The attention backends are called through ``torch.compiler.disable`` (their dense masks are
+    built by Python-level mask logic and shared within a pass); the KV-cache writes are
+    disabled for torch.compile in their class. Everything is restored afterwards, also when a
+    pass fails, so training and uncompiled decoding never see compiled layers.
+    """
+    saved = model.spatial_attention, model.temporal_attention
+    layers = [layer for layer in model.layers if getattr(layer, "_compiled_call_impl", None) is None]
+    model.spatial_attention, model.temporal_attention = (torch.compiler.disable(fn) for fn in saved)
+    try:
+        for layer in layers:
+            if layer not in _COMPILED_LAYERS:
+                _COMPILED_LAYERS[layer] = torch.compile(layer._call_impl, dynamic=None)
+            layer._compiled_call_impl = _COMPILED_LAYERS[layer]
+        yield
+    finally:
+        model.spatial_attention, model.temporal_attention = saved
+        for layer in layers:
+            layer._compiled_call_impl = None
 
 
 @contextlib.contextmanager

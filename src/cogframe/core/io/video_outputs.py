@@ -22,12 +22,13 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cogframe.core.io.atomic import atomic_path, atomic_write_json
 from cogframe.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy is imported where frames are written: naming outputs (validate) needs none
+    import numpy as np
 
 __all__ = ["OUTPUT_SUFFIXES", "output_stems", "overwrite_problem", "slug", "upscale", "write_generated_video"]
 
@@ -64,6 +65,8 @@ def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
     """Nearest-neighbour enlargement of ``[T, H, W, 3]`` frames (tiny 32x32 videos are hard to see)."""
     if scale == 1:
         return frames
+    import numpy as np
+
     return np.ascontiguousarray(frames.repeat(scale, axis=1).repeat(scale, axis=2))
 
 

@@ -60,13 +60,13 @@ class MotionScores:
 
 
 def _centroids(masks: np.ndarray) -> np.ndarray | None:
-    if not masks.any((1, 2)).all():
+    """``[T, 2]`` (x, y) centroid of each frame's mask (all frames at once); None if one is empty."""
+    counts = masks.sum((1, 2), dtype=np.float64)
+    if not (counts > 0).all():
         return None
-    out = np.empty((masks.shape[0], 2))
-    for t, mask in enumerate(masks):
-        ys, xs = np.nonzero(mask)
-        out[t] = xs.mean(), ys.mean()
-    return out
+    xs = (masks.sum(1, dtype=np.float64) * np.arange(masks.shape[2])).sum(1) / counts
+    ys = (masks.sum(2, dtype=np.float64) * np.arange(masks.shape[1])).sum(1) / counts
+    return np.stack([xs, ys], axis=1)
 
 
 def _flicker(frames: np.ndarray, masks: np.ndarray) -> float:

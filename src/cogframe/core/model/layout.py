@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from cogframe.errors import ShapeError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the methods that build tensors, not here: the layout's sizes and
+# checks serve `cogframe validate`, which must not pay torch's import time.
 
 __all__ = ["Stage", "SlotCoords", "TokenLayout"]
 
@@ -163,6 +167,8 @@ class TokenLayout:
     # ----------------------------------------------------------------------------- coordinates
     def coords(self, slots: torch.Tensor) -> SlotCoords:
         """Coordinates of natural slot indices (any shape, integer tensor)."""
+        import torch
+
         slots = slots.long()
         is_frame = slots >= self.text_len
         m = (slots - self.text_len).clamp(min=0)
@@ -181,6 +187,8 @@ class TokenLayout:
 
     def all_slots(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Every slot in natural order: ``arange(seq_len)``."""
+        import torch
+
         return torch.arange(self.seq_len, device=device)
 
     # ----------------------------------------------------------------------------- positions
@@ -200,6 +208,8 @@ class TokenLayout:
         Returns:
             ``[B, S]`` long tensor (``B = 1`` when ``text_valid`` is None).
         """
+        import torch
+
         if slots is None:
             slots = self.all_slots()
         slots = slots.long()
@@ -220,6 +230,8 @@ class TokenLayout:
         self, text_valid: torch.Tensor | None, device: torch.device | str | None = None
     ) -> torch.Tensor:
         """Validate a ``[B, text_len]`` text mask (None: all valid, batch 1)."""
+        import torch
+
         if text_valid is None:
             return torch.ones(1, self.text_len, dtype=torch.bool, device=device)
         if text_valid.dim() != 2 or text_valid.shape[1] != self.text_len:
@@ -244,6 +256,8 @@ class TokenLayout:
             ``(input_ids, labels)``, both ``[B, seq_len]``. Text labels are -100; frame slot
             ``(k, j)`` holds ``f_k[j-1]`` (BOI for ``j = 0``) and is labelled ``f_k[j]``.
         """
+        import torch
+
         self.check_frames(frames)
         if text.dim() != 2 or text.shape[1] != self.text_len:
             raise ShapeError(
@@ -295,6 +309,8 @@ class TokenLayout:
     def loss_mask(self, stage: Stage | str, device: torch.device | str | None = None) -> torch.Tensor:
         """``[seq_len]`` bool: True where the label counts in the loss (frames 1-4 in
         stage 1, frames 1 and 3 in stage 2; pretrain_cogvideo.py)."""
+        import torch
+
         mask = torch.zeros(self.seq_len, dtype=torch.bool, device=device)
         for t in self.target_frames(stage):
             r = self.frame_range(t)
@@ -322,6 +338,8 @@ class TokenLayout:
 
     def inference_slots(self, stage: Stage | str, device=None) -> torch.Tensor:
         """Natural slot indices in inference order: text, then frames by inference_frame_order."""
+        import torch
+
         parts = [torch.arange(self.text_len)]
         parts += [torch.arange(r.start, r.stop) for r in map(self.frame_range,
                                                               self.inference_frame_order(stage))]
@@ -334,6 +352,8 @@ class TokenLayout:
         frame slot is produced one at a time in inference order, so its rank is ``1 +`` its
         index in that order. A valid mask never lets a query see a key of higher rank.
         """
+        import torch
+
         prefix = set(self.prefix_frames(stage))
         c = self.coords(slots)
         ranks = torch.zeros_like(slots, dtype=torch.long)

@@ -24,11 +24,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from cogframe.core.model.layout import SlotCoords, Stage, TokenLayout
 from cogframe.errors import ShapeError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that compute on tensors, not here: mask rules and
+# TemporalConfig serve `cogframe validate` (which backend declares which rule) without torch.
 
 __all__ = [
     "FrameRule",
@@ -63,6 +68,8 @@ def window_bin(coord: torch.Tensor, size: int, shift: int) -> torch.Tensor:
     and applying Swin's region mask (the wrapped strip is its own region). A last window that is
     narrower than ``size`` (a grid not divisible by the window) is simply a smaller bin.
     """
+    import torch
+
     return torch.div(coord + (size - shift) % size, size, rounding_mode="floor")
 
 
@@ -114,6 +121,8 @@ class MaskSpec:
 
     def frame_allowed(self, q: SlotCoords, k: SlotCoords) -> torch.Tensor:
         """Frame-to-frame visibility for broadcastable query/key coordinates."""
+        import torch
+
         same_frame = k.t == q.t
         causal_in_frame = same_frame & (k.p <= q.p)
         if self.rule is FrameRule.OWN_FRAME_CAUSAL:
@@ -210,6 +219,8 @@ class MaskSpec:
 
 def _gather_text_valid(text_valid: torch.Tensor, k_slots: torch.Tensor, text_len: int) -> torch.Tensor:
     """``text_valid[b, k]`` for every key slot (False for frame slots), shape ``[B, *k]``."""
+    import torch
+
     if text_len == 0:
         return torch.zeros((text_valid.shape[0], *k_slots.shape), dtype=torch.bool,
                            device=k_slots.device)

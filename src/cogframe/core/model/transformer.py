@@ -2,7 +2,7 @@
 
 Read it in order:
 
-1. :class:`ModelConfig` — every size of the model; presets live in ``core/presets.py``.
+1. :class:`ModelConfig` — every size of the model (defined with the presets in ``config.py``).
 2. :class:`MLP`, :class:`SpatialAttention` — the CogView2 layer parts (the frozen, inherited
    "spatial" channel).
 3. :class:`TemporalChannel` — the trainable "plus" channel of CogVideo and its mixing factor.
@@ -16,14 +16,19 @@ Module names follow SwissArmyTransformer's (``query_key_value``, ``dense``,
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from cogframe.core.model.attention import AttentionBackend, dense_sdpa_attention, shared_dense_masks
+# ModelConfig lives in the torch-free config.py (validation needs it without torch); re-exported here.
+from cogframe.core.model.config import ModelConfig
 from cogframe.core.model.layout import Stage, TokenLayout
 from cogframe.core.model.masks import MaskSpec, TemporalConfig, spatial_mask, temporal_mask
 from cogframe.errors import ShapeError
@@ -37,82 +42,12 @@ __all__ = [
     "CogVideoTransformer",
     "KVCache",
     "ConcatKVCache",
+    "DecodeMask",
+    "decode_mask",
     "FrameRows",
     "LayerKV",
     "loss_fn",
 ]
-
-
-# ================================================================================== config
-@dataclass(frozen=True)
-class ModelConfig:
-    """All sizes and switches of a CogView2 / CogVideo model.
-
-    Args:
-        num_layers: Transformer layers.
-        hidden_size: Model width ``d``.
-        num_heads: Attention heads (``head_dim = d / num_heads``).
-        vocab_size: Rows of the (tied) word embedding: image ids first, then text ids.
-        image_vocab_size: Image ids are ``[0, image_vocab_size)``; logits cover only these.
-        layout: The token layout of one sample.
-        stage: Text-to-image (no temporal channel), sequential or interpolation.
-        ffn_hidden_size: MLP inner size (default ``4 * hidden_size``).
-        temporal: Window/shift/extent of the temporal channel (video stages only).
-        hidden_dropout: Dropout on MLP outputs (and attention outputs of a text-to-image model).
-        attention_dropout: Dropout on attention probabilities, both channels.
-        embedding_dropout: Dropout on the summed embeddings.
-        layernorm_eps: LayerNorm epsilon.
-        init_std: Std of the normal init; residual output layers use
-            ``init_std / sqrt(2 * num_layers)``.
-    """
-
-    num_layers: int
-    hidden_size: int
-    num_heads: int
-    vocab_size: int
-    image_vocab_size: int
-    layout: TokenLayout
-    stage: Stage = Stage.TEXT_TO_IMAGE
-    ffn_hidden_size: int | None = None
-    temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    embedding_dropout: float = 0.1
-    layernorm_eps: float = 1e-5
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "stage", Stage.parse(self.stage))
-        if self.hidden_size % self.num_heads:
-            raise ShapeError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
-                "pick sizes with hidden_size = num_heads * head_dim."
-            )
-        if not 0 < self.image_vocab_size <= self.vocab_size:
-            raise ShapeError(
-                f"image_vocab_size ({self.image_vocab_size}) must be in 1..vocab_size "
-                f"({self.vocab_size}): image ids come first in the vocabulary."
-            )
-        if self.stage is Stage.TEXT_TO_IMAGE and self.layout.frames != 1:
-            raise ShapeError(
-                f"a text-to-image model has one frame, but the layout has {self.layout.frames}; "
-                "set layout.frames=1 or choose stage sequential/interpolation."
-            )
-
-    @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.hidden_size // self.num_heads
-
-    @property
-    def ffn_size(self) -> int:
-        """Inner size of the MLP."""
-        return self.ffn_hidden_size or 4 * self.hidden_size
-
-    @property
-    def has_temporal_channel(self) -> bool:
-        """Video stages add a temporal channel to every layer."""
-        return self.stage is not Stage.TEXT_TO_IMAGE
 
 
 # ================================================================================== layer parts
@@ -191,6 +126,10 @@ class LayerKV:
         shape = (batch, heads, self.cache.capacity, dim)
         return k.new_empty(shape), k.new_empty(shape)
 
+    # Never traced by torch.compile (compiled decoding, DecodeOptions.compile): the write
+    # positions are Python ints that change every pass, so a traced write would recompile per
+    # pass. A graph break here costs ~2 us in eager mode.
+    @torch.compiler.disable
     def extend_spatial(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this pass's spatial keys/values in place; return views of all cached ones."""
         if self.spatial_k is None:
@@ -200,6 +139,7 @@ class LayerKV:
         self.spatial_v[:, :, lo:hi] = v
         return self.spatial_k[:, :, :hi], self.spatial_v[:, :, :hi]
 
+    @torch.compiler.disable
     def extend_temporal(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this pass's temporal keys/values in place; return views of all cached ones."""
         if self.temporal_k is None:
@@ -208,6 +148,57 @@ class LayerKV:
         self.temporal_k[:, :, lo:hi] = k
         self.temporal_v[:, :, lo:hi] = v
         return self.temporal_k[:, :, :hi], self.temporal_v[:, :, :hi]
+
+
+# Layouts up to this many slots get a precomputed mask table (seq_len^2 bools: 16 MB at 4096);
+# longer ones (e.g. a 33-frame stage-2 layout) evaluate the predicate per pass as before.
+MASK_TABLE_MAX_SLOTS = 4096
+
+
+class DecodeMask(MaskSpec):
+    """A :class:`MaskSpec` whose :meth:`dense` reads a table of the whole layout's mask.
+
+    A KV-cached decoding pass asks for the mask of a few new query slots against every cached
+    key. Evaluating the predicate for it costs ~40 small tensor ops over the keys per pass and
+    channel (a third of a pass at 512 wide, and it grows with the prefix); this class evaluates
+    the predicate once for all ``seq_len x seq_len`` slot pairs (all text valid), memoised per
+    mask and device, and each pass gathers its rows and columns and applies the text padding,
+    about ten ops. The booleans are exactly the predicate's (tests/test_decode_mask.py); everything
+    but :meth:`dense` (``allowed``, ``mask_mod``, the window fields the structured backends
+    read) is the plain mask's. Equal to another mask only if that one is a ``DecodeMask`` too,
+    so dense masks shared within a pass are never mixed up with the plain mask's.
+    """
+
+    def dense(self, q_slots=None, k_slots=None, text_valid=None) -> torch.Tensor:
+        layout = self.layout
+        if q_slots is None or k_slots is None or layout.seq_len > MASK_TABLE_MAX_SLOTS:
+            return super().dense(q_slots, k_slots, text_valid)
+        table = _mask_table(self, str(q_slots.device))
+        allowed = table.index_select(0, q_slots).index_select(1, k_slots).unsqueeze(0)  # [1, Sq, Sk]
+        if text_valid is None or not layout.text_len:
+            return allowed
+        text_valid = layout.check_text_valid(text_valid, device=k_slots.device)
+        # The table has every text key visible. A pad key is visible to itself only (a pad query
+        # sees itself so that its softmax row is not empty), exactly as MaskSpec.allowed says.
+        pad = ~text_valid[:, k_slots.clamp(max=layout.text_len - 1)] & (k_slots < layout.text_len)
+        visible = ~pad.unsqueeze(1) | (q_slots.unsqueeze(1) == k_slots.unsqueeze(0))  # [B, Sq, Sk]
+        return allowed & visible
+
+
+@lru_cache(maxsize=8)
+def _mask_table(mask: DecodeMask, device: str) -> torch.Tensor:
+    """``[seq_len, seq_len]`` bool: the predicate of ``mask`` for every slot pair, text all valid."""
+    slots = mask.layout.all_slots(device=device)
+    return MaskSpec.dense(mask, slots, slots, None)[0]
+
+
+@torch.compiler.disable  # a memoised lookup of Python objects: nothing for torch.compile to trace
+@lru_cache(maxsize=32)
+def decode_mask(mask: MaskSpec | None) -> MaskSpec | None:
+    """The :class:`DecodeMask` of ``mask`` (memoised; None stays None)."""
+    if mask is None or isinstance(mask, DecodeMask):
+        return mask
+    return DecodeMask(**{f.name: getattr(mask, f.name) for f in dataclasses.fields(mask)})
 
 
 def _retained_spatial_index(layout: TokenLayout, spatial_slots: torch.Tensor, frames) -> torch.Tensor:
@@ -415,6 +406,9 @@ class TransformerLayer(nn.Module):
         dropout_p = cfg.attention_dropout if self.training else 0.0
         u = self.input_layernorm(x)
         kv = cache.layers[self.layer_id] if cache is not None else None
+        spatial, temporal = self.spatial_mask, self.temporal_mask
+        if cache is not None:  # decoding: masks read from a table of the layout (DecodeMask)
+            spatial, temporal = decode_mask(spatial), decode_mask(temporal)
 
         # Spatial (base) channel: every row, keys = cached + new.
         q0, k0, v0 = split_heads(self.attention.query_key_value(u), cfg.num_heads)
@@ -422,7 +416,7 @@ class TransformerLayer(nn.Module):
         if cache is not None:
             k0, v0 = kv.extend_spatial(k0, v0)
             k_slots = cache.spatial_slots
-        ctx0 = spatial_attention(q0, k0, v0, self.spatial_mask, q_slots, k_slots, text_valid,
+        ctx0 = spatial_attention(q0, k0, v0, spatial, q_slots, k_slots, text_valid,
                                  dropout_p=dropout_p, text_bias=text_bias)
         attn_out = self.attention.dense(merge_heads(ctx0))
 
@@ -439,7 +433,7 @@ class TransformerLayer(nn.Module):
             rows = frame_rows if frame_rows is not None else FrameRows.of(q_slots, cfg.layout.text_len)
             if use_temporal and rows.count:
                 ctx1 = temporal_attention(
-                    rows.select(q1, 2), k1, v1, self.temporal_mask, rows.slots, tk_slots, text_valid,
+                    rows.select(q1, 2), k1, v1, temporal, rows.slots, tk_slots, text_valid,
                     dropout_p=dropout_p, text_bias=text_bias,
                 )
                 plus = self.temporal.dense(merge_heads(ctx1))

@@ -116,6 +116,7 @@ def train(
     recipe: Mapping[str, Any] | None = None,
     resume: bool = False,
     ctx=None,
+    preview=None,
 ) -> TrainResult:
     """Train ``model`` on token batches; only parameters with ``requires_grad`` are optimised.
 
@@ -131,6 +132,8 @@ def train(
         recipe: The resolved recipe, stored in every checkpoint.
         resume: Continue from the newest checkpoint in ``run_dir`` when there is one.
         ctx: Distributed context (default: single process).
+        preview: Called after every step as ``preview(model, step, last_step=, loggers=, is_main=)``;
+            writes sample videos when due (:class:`cogframe.core.training.preview.TrainingPreview`).
 
     Returns:
         Final step, losses and the logged history.
@@ -223,6 +226,8 @@ def train(
             history.append({"step": step, **metrics})
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if preview is not None:  # before the checkpoint: a resumed step re-samples (and replaces)
+                preview(model, step, last_step=settings.steps, loggers=loggers, is_main=ctx.is_main)
             if settings.save_every and (step % settings.save_every == 0) and step < settings.steps:
                 ctx.save_checkpoint(ckpt_dir, model, optimizer, order,
                                     TrainerState(step, _schedule_state(settings), metrics,

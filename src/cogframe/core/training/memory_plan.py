@@ -6,6 +6,8 @@ The plan answers "does this recipe fit on N devices?" before anything is rented.
 * FSDP2 shards every parameter over the N devices and stores it in fp32; computation uses bf16
   copies of one layer at a time (plus one prefetched layer).
 * Only trainable parameters have gradients (fp32, sharded) and AdamW moments (2 x fp32, sharded).
+  With LoRA adapters (``model.lora``) only the adapters train; the frozen base is still counted
+  as fp32 shards, and activations are as without LoRA (the adapters' own are negligible).
 * Activations per layer and token are counted tensor by tensor for the dual-channel layer (see
   :func:`activation_bytes_per_token_layer`) in bf16, assuming a fused attention kernel (flash /
   memory-efficient) that keeps no ``S x S`` score matrix. With activation checkpointing a layer
@@ -111,10 +113,20 @@ def memory_plan(model: CogVideoTransformer, devices: int, micro_batch: int) -> M
     )
 
 
-def meta_model(config: ModelConfig, freeze: bool) -> CogVideoTransformer:
-    """Build on the meta device (no memory), frozen as the recipe trains it."""
+def meta_model(config: ModelConfig, freeze: bool, lora=None) -> CogVideoTransformer:
+    """Build on the meta device (no memory), frozen as the recipe trains it.
+
+    Args:
+        config: The model config.
+        freeze: Freeze the inherited parameters (``model.init.freeze_inherited``).
+        lora: A :class:`~cogframe.core.model.lora.LoraSpec`: inject adapters (then only they train).
+    """
     with torch.device("meta"):
         model = CogVideoTransformer(config)
     if freeze:
         model.freeze_inherited()
+    if lora is not None:
+        from cogframe.core.model.lora import inject_lora
+
+        inject_lora(model, lora)
     return model

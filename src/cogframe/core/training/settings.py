@@ -27,6 +27,7 @@ __all__ = [
     "TrainSettings",
     "compile_toolchain_problem",
     "cuda_device_problem",
+    "sample_problems",
     "seed_problem",
 ]
 
@@ -129,6 +130,17 @@ class TrainSettings:
         save_every: Checkpoint every N steps (0: only at the end).
         keep_last: Checkpoints kept (>= 1), or null to keep all.
         progress: Show a progress bar.
+        threads: torch CPU threads (0: torch's default, or ``$COGFRAME_THREADS`` when set). One is
+            fastest for the tiny models on a shared 2-core machine: two OpenMP threads stall
+            whenever another process holds a core.
+        sample_every: Write sample videos of the model every N steps and at the last step (0: never),
+            into ``<output_dir>/samples/step_NNNNNN/`` and to the loggers
+            (:mod:`cogframe.core.training.preview`). Video stages only; needs the recipe's
+            ``image_tokenizer``.
+        sample_prompts: Stage 1: the captions whose key frames are sampled.
+        sample_seed: Seed of the samples (the same randomness at every step), in [0, 2**63).
+        sample_fps: Stage 1: the key-frame rate of the samples (their duration prefix), > 0.
+        sample_windows: Stage 2: how many validation windows are interpolated (>= 1).
     """
 
     steps: int
@@ -154,6 +166,12 @@ class TrainSettings:
     save_every: int = 0
     keep_last: int | None = 3
     progress: bool = True
+    threads: int = 0
+    sample_every: int = 0
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_seed: int = 0
+    sample_fps: float = 1.0
+    sample_windows: int = 4
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -166,9 +184,9 @@ class TrainSettings:
             if not ok:
                 out.append(Problem(key, f"must be {rule}, got {getattr(self, key)!r}", fix))
 
-        for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches"):
+        for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches", "sample_windows"):
             need(getattr(self, key) >= 1, key, "an integer >= 1", "set it to 1 or more")
-        for key in ("warmup_steps", "eval_every", "save_every", "schedule_offset"):
+        for key in ("warmup_steps", "eval_every", "save_every", "schedule_offset", "sample_every", "threads"):
             need(getattr(self, key) >= 0, key, "an integer >= 0", "set it to 0 (off) or more")
         need(_positive(self.lr), "lr", "a positive number", "e.g. 2e-4 (a negative rate climbs the loss instead of descending it)")
         need(_positive(self.eps), "eps", "a positive number", "e.g. 1e-8")
@@ -200,9 +218,47 @@ class TrainSettings:
                                "e.g. auto (CUDA when present, else CPU)"))
         if (problem := seed_problem(self.seed, "seed")) is not None:
             out.append(problem)
+        if (problem := seed_problem(self.sample_seed, "sample_seed")) is not None:
+            out.append(problem)
+        need(_positive(self.sample_fps), "sample_fps", "a positive number",
+             "e.g. 1 (5 key frames spanning 4 s, the prefix 4.0s)")
+        if any(not isinstance(p, str) or not p.strip() for p in self.sample_prompts):
+            out.append(Problem("sample_prompts", "holds an empty or non-text prompt",
+                               "give one non-empty caption per item, e.g. ['a red circle moving left']"))
         if self.compile and (problem := compile_toolchain_problem(self.device, "compile")) is not None:
             out.append(problem)
         return out
+
+
+def sample_problems(settings: TrainSettings, stage: str, *, has_image_tokenizer: bool,
+                    val_split: str | None) -> list[Problem]:
+    """What ``train.sample_every > 0`` needs of the rest of the recipe (empty when off or fine).
+
+    Args:
+        settings: The train section.
+        stage: The model's stage value (``sequential``, ``interpolation``, ``text_to_image``).
+        has_image_tokenizer: Whether the recipe names an ``image_tokenizer`` (samples are decoded).
+        val_split: ``data.val_split`` (stage 2 interpolates its windows).
+    """
+    if not settings.sample_every:
+        return []
+    out = []
+    if not has_image_tokenizer:
+        out.append(Problem("image_tokenizer", f"is missing but train.sample_every={settings.sample_every} "
+                           "writes sample videos, which are decoded with it",
+                           "add the tokenizer that wrote the shards, e.g. `image_tokenizer: {name: vqvae, "
+                           "path: runs/tiny/vqvae/model}`, or set train.sample_every=0"))
+    if stage == "sequential" and not settings.sample_prompts:
+        out.append(Problem("train.sample_prompts", "is empty but train.sample_every > 0 samples their key frames",
+                           "give a few captions, e.g. sample_prompts: ['a red circle moving left', "
+                           "'a blue square moving up']"))
+    elif stage == "interpolation" and not val_split:
+        out.append(Problem("data.val_split", "is null but stage-2 samples interpolate validation windows",
+                           "set data.val_split=val, or train.sample_every=0"))
+    elif stage not in ("sequential", "interpolation"):
+        out.append(Problem("train.sample_every", f"is {settings.sample_every} but a '{stage}' model makes no video",
+                           "set train.sample_every=0 (sample videos are for the stage-1 and stage-2 models)"))
+    return out
 
 
 @dataclass(frozen=True)
