@@ -52,6 +52,12 @@ def cli(capsys):
 
 
 @pytest.fixture
+def convert_cli(cli):
+    """Runs ``cogframe convert ARGS...`` in-process (the conversion tests' runner)."""
+    return lambda *args: cli("convert", *args)
+
+
+@pytest.fixture
 def testplug(monkeypatch):
     """Loads tests/data/plugins/cogframe_testplug.py like a built-in plugin; yields the registries."""
     monkeypatch.syspath_prepend(str(DATA / "plugins"))

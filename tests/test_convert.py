@@ -12,7 +12,6 @@ import pytest
 import torch
 import yaml
 
-import cogframe.cli as cli_module
 from cogframe.core.weights.convert import cogframe_to_sat, sat_to_cogframe
 from cogframe.core.model.transformer import CogVideoTransformer
 from cogframe.core.model.presets import PRESETS, build_model, model_config
@@ -23,34 +22,16 @@ from cogframe.core.weights.pretrained import expected_shapes, load_pretrained, r
 from cogframe.errors import ConfigError, DataError, ShapeError
 from cogframe.config.official_weights import check_official_files
 from cogframe.config.recipes import load_recipe
+from sat_fixtures import LAYER_PARTS, bits, sat_backbone_shapes, sat_mixin_shapes, write_sat_folder
 
 L, D, HEADS, VOCAB, IMAGE_VOCAB, POS, EXTRA = 2, 32, 2, 96, 64, 24, 32
-LAYER_PARTS = ("input_layernorm", "attention.query_key_value", "attention.dense", "third_layernorm",
-               "post_attention_layernorm", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "fourth_layernorm")
 
 
 def spec_key_shapes(layers, d, vocab, pos, extra, video, ffn=None):
     """The released state-dict keys and shapes, written out independently of cogframe's table."""
-    ffn = ffn or 4 * d
-    part_shapes = {"input_layernorm": [(d,), (d,)], "attention.query_key_value": [(3 * d, d), (3 * d,)],
-                   "attention.dense": [(d, d), (d,)], "third_layernorm": [(d,), (d,)],
-                   "post_attention_layernorm": [(d,), (d,)], "mlp.dense_h_to_4h": [(ffn, d), (ffn,)],
-                   "mlp.dense_4h_to_h": [(d, ffn), (d,)], "fourth_layernorm": [(d,), (d,)]}
-    shapes = {"transformer.word_embeddings.weight": (vocab, d), "transformer.position_embeddings.weight": (pos, d)}
-    for i in range(layers):
-        for part in LAYER_PARTS:
-            w, b = part_shapes[part]
-            shapes[f"transformer.layers.{i}.{part}.weight"] = w
-            shapes[f"transformer.layers.{i}.{part}.bias"] = b
-    shapes["transformer.final_layernorm.weight"] = shapes["transformer.final_layernorm.bias"] = (d,)
+    shapes = sat_backbone_shapes(layers, d, vocab, pos, ffn)
     if video:
-        shapes["mixins.extra_position_embedding.position_embeddings.weight"] = (extra, d)
-        for i in range(layers):
-            shapes[f"mixins.attention_plus.query_key_value.{i}.weight"] = (3 * d, d)
-            shapes[f"mixins.attention_plus.query_key_value.{i}.bias"] = (3 * d,)
-            shapes[f"mixins.attention_plus.dense.{i}.weight"] = (d, d)
-            shapes[f"mixins.attention_plus.dense.{i}.bias"] = (d,)
-            shapes[f"mixins.attention_plus.attn_distribution.{i}"] = (d,)
+        shapes |= sat_mixin_shapes(layers, d, extra, attn_distribution=True)
     return shapes
 
 
@@ -94,10 +75,7 @@ def write_sat(folder, kind, *, dtype=torch.float32, iteration="1000", extra_payl
         gen = torch.Generator().manual_seed(seed)
         state = {k: (torch.randn(s, generator=gen) * 0.2).to(dtype)
                  for k, s in spec_key_shapes(L, D, VOCAB, POS, EXTRA, kind != "t2i").items()}
-    (folder / iteration).mkdir(parents=True)
-    torch.save({"module": state, **(extra_payload or {})}, folder / iteration / "mp_rank_00_model_states.pt")
-    (folder / "latest").write_text(iteration)
-    (folder / "model_config.json").write_text(json.dumps(sat_config(kind), indent=4))
+    write_sat_folder(folder, state, sat_config(kind), iteration=iteration, extra_payload=extra_payload)
     return state
 
 
@@ -123,18 +101,6 @@ def direct_model(kind, sat_state):
             model.extra_position_embeddings.weight.copy_(
                 sat_state["mixins.extra_position_embedding.position_embeddings.weight"])
     return model
-
-
-def bits(t):
-    return t.contiguous().flatten().view(torch.uint8)
-
-
-@pytest.fixture
-def convert_cli(cli, monkeypatch):
-    """The `cli` runner with the convert command listed (the CLI owner adds it to COMMANDS)."""
-    if "cogframe.cli.convert" not in cli_module.COMMANDS:
-        monkeypatch.setattr(cli_module, "COMMANDS", (*cli_module.COMMANDS, "cogframe.cli.convert"))
-    return lambda *args: cli("convert", *args)
 
 
 # ------------------------------------------------------------------------------ table and configs
@@ -389,7 +355,9 @@ def test_official_recipe_names_every_missing_file_and_how_to_get_it(tmp_path):
     cfg = load_recipe("cogvideo_9b/sample_official", [f"weights_dir={tmp_path}"])
     problems = {p.where: str(p) for p in check_official_files(cfg)}
     assert set(problems) == {"stage1.model.weights", "stage2.model.weights", "text_tokenizer.model_path",
-                             "image_tokenizer.path", "first_frame_sampler.clusters", "token_sampler.clusters"}
+                             "image_tokenizer.path", "first_frame_sampler.clusters", "token_sampler.clusters",
+                             "stages.2.sampler.clusters", "super_resolution.model.weights"}
+    assert "cogview2-dsr.zip" in problems["super_resolution.model.weights"]
     assert "cogvideo-stage1.zip" in problems["stage1.model.weights"]
     assert "cogframe convert sat cogvideo-stage2/" in problems["stage2.model.weights"]
     assert "ice_text.model" in problems["text_tokenizer.model_path"] and "icetk" in problems["text_tokenizer.model_path"]
@@ -408,9 +376,13 @@ def test_official_recipe_names_every_missing_file_and_how_to_get_it(tmp_path):
     for name in ("icetk/ice_text.model", "icetk/ice_image.pt", "cluster_label2.npy"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
+    from test_convert_sr import write_dsr_sat  # a tiny SAT cogview2-dsr folder
+
+    write_dsr_sat(tmp_path / "raw-dsr", "tiny")
+    sat_to_cogframe(tmp_path / "raw-dsr", tmp_path / "cogview2-dsr")
     cfg = load_recipe("cogvideo_9b/sample_official", [f"weights_dir={tmp_path}", "stage1.model.preset=null",
                                                       f"stage1.model.weights={tmp_path / 'stage1-cf'}",
-                                                      "stage2.model.preset=null"])
+                                                      "stage2.model.preset=null", "super_resolution.model.preset=null"])
     assert check_official_files(cfg) == []
 
 

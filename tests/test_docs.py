@@ -74,6 +74,9 @@ def test_reliability_table_has_64_cases_each_naming_an_existing_test():
     text = (root / "docs" / "reliability.md").read_text()
     refs = re.findall(r"\|\s*(tests/[\w/]+\.py)::(\w+)[^|]*\|\s*$", text, flags=re.M)
     assert len(refs) >= 64, f"only {len(refs)} rows name a test"
+    count = re.search(r"^(\d+) cases, each naming the test that checks it\.$", text, flags=re.M)
+    assert count and int(count.group(1)) == len(refs), (
+        f"docs/reliability.md says {count.group(1) if count else 'no'} cases; the table has {len(refs)}: update the line")
     missing = [f"{path}::{name}" for path, name in refs
                if not (root / path).is_file() or not re.search(rf"def {name}\b", (root / path).read_text())]
     assert not missing, f"rows name tests that do not exist: {missing}"

@@ -70,8 +70,11 @@ def test_parameter_groups_and_freezing(model):
     assert frozen == {f"backbone.{n}" for n in t2i_state()}
 
 
-def test_release_initialisation(model):
-    """Plus channel = copy of the base attention; extra positions tile the frame positions."""
+@pytest.mark.parametrize("position_init", ["tile", "nearest"])
+def test_release_initialisation(position_init):
+    """Plus channel = copy of the base attention; extra positions tile the frame positions (the
+    release) or repeat each low-res cell's position over its scale x scale block (``nearest``)."""
+    model = build_super_resolution_model("tiny_dsr", overrides={"position_init": position_init})
     for layer, qkv, dense in zip(model.backbone.layers, model.attention_plus.query_key_value,
                                  model.attention_plus.dense):
         assert torch.equal(qkv.weight, layer.attention.query_key_value.weight)
@@ -83,9 +86,19 @@ def test_release_initialisation(model):
     extra = model.extra_position_embeddings.weight
     for x in range(layout.high_height):
         for y in range(layout.high_width):
-            src = (layout.image_position_offset + (x % layout.low_height) * layout.low_width
-                   + y % layout.low_width)
+            if position_init == "tile":
+                lx, ly = x % layout.low_height, y % layout.low_width
+            else:
+                lx, ly = x // layout.scale, y // layout.scale
+            src = layout.image_position_offset + lx * layout.low_width + ly
             assert torch.equal(extra[x * layout.high_width + y], base[src])
+
+
+def test_an_unknown_position_init_is_refused():
+    from cogframe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="position_init must be 'tile'"):
+        build_super_resolution_model("tiny_dsr", overrides={"position_init": "random"})
 
 
 def test_base_rows_equal_the_text_to_image_model():

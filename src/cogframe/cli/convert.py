@@ -1,7 +1,9 @@
 """``cogframe convert``: SwissArmyTransformer checkpoints <-> cogframe weights folders.
 
 * ``cogframe convert sat SRC_DIR DST [--dtype float32|bfloat16] [--shard-size 2GB]`` reads a released
-  SAT folder (CogView2, CogVideo stage 1 or 2) and writes sharded safetensors + ``config.yaml``.
+  SAT folder (CogView2, CogVideo stage 1 or 2, CogView2's direct super-resolution ``cogview2-dsr``;
+  which one it is comes from ``model_config.json`` and the tensor names) and writes sharded
+  safetensors + ``config.yaml``.
 * ``cogframe convert to-sat SRC DST [--dtype ...]`` writes a cogframe weights folder back as a SAT
   folder (bit-exact for a folder converted from SAT).
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 import argparse
 
 NAME = "convert"
-HELP = "Convert SwissArmyTransformer (released CogVideo/CogView2) checkpoints to cogframe weights and back."
+HELP = ("Convert SwissArmyTransformer (released CogVideo / CogView2 / CogView2-DSR) checkpoints to cogframe "
+        "weights and back.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sat", help="SAT checkpoint folder -> cogframe weights folder",
         description="Convert a SwissArmyTransformer folder (latest, <it>/mp_rank_00_model_states.pt, "
                     "model_config.json) into sharded safetensors + config.yaml.")
-    sat.add_argument("src", metavar="SRC_DIR", help="the unzipped SAT folder, e.g. cogvideo-stage1/")
+    sat.add_argument("src", metavar="SRC_DIR", help="the unzipped SAT folder, e.g. cogvideo-stage1/ or cogview2-dsr/")
     sat.add_argument("dst", metavar="DST", help="the cogframe weights folder to write (new or empty)")
     sat.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                      help="dtype of the written tensors (default float32: fp16 weights widen exactly)")
@@ -63,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     """Runs the chosen direction and prints a summary."""
     result = args._convert(args)
     preset = f" (same as preset '{result.preset}')" if result.preset else ""
-    print(f"wrote {result.destination}: {result.tensors} tensors, {result.parameters:,} parameters, "
+    model = "super-resolution model, " if result.kind == "super_resolution" else ""
+    print(f"wrote {result.destination}: {model}{result.tensors} tensors, {result.parameters:,} parameters, "
           f"{result.dtype}{preset}")
     if args.direction == "sat":
-        print(f"use it in a recipe with weights: {result.destination.resolve()}")
+        section = "super_resolution.model" if result.kind == "super_resolution" else "model"
+        print(f"use it in a recipe with {section}.weights: {result.destination.resolve()}")
     return 0

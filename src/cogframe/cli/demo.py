@@ -2,7 +2,9 @@
 
 It runs the ``tiny/sample`` recipe (5 key frames of 8x8 tokens, 3 interpolation rounds -> 33
 frames at 8 fps) with the KV cache, parallel waves and all stage-2 windows of a round in one batch;
-a few seconds on a CPU. When a shipped model is missing it names the file and the training recipe
+a few seconds on a CPU. When the recipe lists the ``super_resolution`` stage (``--recipe
+tiny/sample_sr``, or tiny/sample once it ships the super-resolution model) the frames come out
+super-resolved (3x the key-frame size); ``--no-sr`` skips that stage. When a shipped model is missing it names the file and the training recipe
 that produces it, and exits with status 2; so does an earlier video of the same prompt in
 ``--out`` (``--overwrite`` replaces it).
 """
@@ -16,10 +18,12 @@ NAME = "demo"
 HELP = "Generate a video with the shipped tiny models (recipe tiny/sample) and say where it went."
 RECIPE = "tiny/sample"
 DEFAULT_PROMPT = "a red circle moving left"
+SR_STAGE = "super_resolution"  # the stage --no-sr removes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--prompt``, ``--out``, ``--seed``, ``--rounds``, ``--overwrite``, ``--parallel`` and overrides."""
+    """Adds ``--prompt``, ``--out``, ``--seed``, ``--rounds``, ``--overwrite``, ``--parallel``, ``--sr``,
+    ``--recipe`` and overrides."""
     parser.add_argument("--prompt", default=DEFAULT_PROMPT,
                         help=f"what the video shows (default: {DEFAULT_PROMPT!r}); the tiny models know "
                              "'a {red|green|blue|yellow|magenta|cyan|white} {circle|square|triangle} "
@@ -35,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="parallel-wave decoding (default: on; --no-parallel decodes one token per "
                              "pass and gives the same video in float32, the tiny recipe's dtype; in "
                              "bfloat16/float16 the rounding differs and so may some tokens)")
+    parser.add_argument("--sr", action=argparse.BooleanOptionalAction, default=None,
+                        help="super-resolution: on by default when the recipe lists the super_resolution "
+                             "stage; --no-sr skips it (the key-frame-size video)")
+    parser.add_argument("--recipe", default=RECIPE, help=f"the sampling recipe (default: {RECIPE})")
     parser.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
                         help=f"extra overrides of the {RECIPE} recipe, e.g. rounds=2 guidance=1")
 
@@ -44,21 +52,30 @@ def run(args: argparse.Namespace) -> int:
     from cogframe.plugins import get_registries
     from cogframe.plugins.task_sample import run_sample
     from cogframe.config.recipes import load_recipe, validate_recipe
+    from cogframe.errors import ConfigError
 
     start = time.perf_counter()
     registries = get_registries()
     # rounds is a recipe variable the stages read, so it must be set before interpolations resolve.
     rounds = [] if args.rounds is None else [f"rounds={args.rounds}"]
-    cfg = load_recipe(RECIPE, [*args.overrides, *rounds])
+    recipe = args.recipe
+    cfg = load_recipe(recipe, [*args.overrides, *rounds])
+    listed = [i for i, node in enumerate(cfg.get("stages") or []) if node.get("name") == SR_STAGE]
+    if args.sr is False and listed:
+        cfg.stages = [node for i, node in enumerate(cfg.stages) if i not in listed]
+    elif args.sr and not listed:
+        raise ConfigError(f"--sr was given but recipe {recipe} lists no {SR_STAGE} stage; use --recipe "
+                          "tiny/sample_sr (after `cogframe run tiny/sr`, docs/sampling.md) or drop --sr")
     # Set after loading rather than as override strings: a prompt is free text, not YAML.
     cfg.prompt, cfg.prompts_file = args.prompt, None
     cfg.out, cfg.seed, cfg.parallel = str(args.out).rstrip("/") + "/", args.seed, args.parallel
     cfg.overwrite = bool(args.overwrite or cfg.get("overwrite", False))
-    source = f"cogframe demo (recipe {RECIPE})"
+    source = f"cogframe demo (recipe {recipe})"
     validate_recipe(cfg, registries, source=source)
     result = run_sample(cfg, registries, source=source, echo=lambda *_: None)
     paths = result.outputs[0]
-    print(f"prompt:        {args.prompt!r} (seed {args.seed})")
+    print(f"prompt:        {args.prompt!r} (seed {args.seed})"
+          + ("; super-resolved" if listed and args.sr is not False else ""))
     print(f"video:         {paths['mp4']}")
     print(f"gif:           {paths['gif']}")
     print(f"contact sheet: {paths['png']}")

@@ -7,7 +7,9 @@ and ``cogframe demo``. :func:`build_app` puts a page around it: prompt, seed, ke
 interpolation rounds, guidance, token sampler and super-resolution in; the video, its contact
 sheet and the timings out, with a progress bar while it works and any error as a message in the
 page (``gradio.Error``). Super-resolution is offered only when a ``stage`` component named
-``super_resolution`` is registered; otherwise the switch is shown disabled, saying why.
+``super_resolution`` is registered and the recipe has its model section (``super_resolution:``,
+as recipes/tiny/sample_sr.yaml); otherwise the switch is shown disabled, saying why. It starts
+checked when the recipe lists the stage; unchecking removes the stage, checking appends it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class WebSettings:
         guidance: Classifier-free guidance of the key frames (1: off).
         negative_prompt: The guidance branch's caption (needed when ``guidance != 1``).
         sampler: Token sampler name (its default keywords); None: the recipe's sampler.
-        super_resolution: Append the ``super_resolution`` stage.
+        super_resolution: True: run the ``super_resolution`` stage (appended when the recipe does
+            not list it); False: drop it; None: the recipe's stages as they are.
     """
 
     prompt: str
@@ -51,7 +54,7 @@ class WebSettings:
     guidance: float = 1.0
     negative_prompt: str | None = None
     sampler: str | None = None
-    super_resolution: bool = False
+    super_resolution: bool | None = None
 
 
 @dataclass
@@ -81,7 +84,8 @@ def options(recipe: str = "tiny/sample", overrides: tuple[str, ...] = ()) -> dic
         "rates": rates, "fps": float(cfg.fps) if cfg.get("fps") is not None else 1.0,
         "rounds": int(cfg.get("rounds", 3)), "guidance": float(cfg.get("guidance", 1.0)),
         "samplers": samplers, "sampler": default_sampler,
-        "super_resolution": SR_STAGE in registries.names("stage"),
+        "super_resolution": SR_STAGE in registries.names("stage") and cfg.get(SR_STAGE) is not None,
+        "super_resolution_on": any(node.get("name") == SR_STAGE for node in (cfg.get("stages") or [])),
     }
 
 
@@ -126,11 +130,18 @@ def generate(settings: WebSettings, out_root: str | Path, *, recipe: str = "tiny
     cfg.guidance = float(settings.guidance)
     if settings.negative_prompt is not None and settings.negative_prompt.strip():
         cfg.negative_prompt = settings.negative_prompt.strip()
-    if settings.super_resolution:
+    listed = any(node.get("name") == SR_STAGE for node in (cfg.get("stages") or []))
+    if settings.super_resolution and not listed:
         if SR_STAGE not in registries.names("stage"):
             raise ConfigError(f"super-resolution was asked for but no '{SR_STAGE}' stage is registered here; "
                               "switch it off (`cogframe plugins --kind stage` lists the stages).")
+        if cfg.get(SR_STAGE) is None:
+            raise ConfigError(f"super-resolution was asked for but recipe {recipe} has no '{SR_STAGE}:' model "
+                              "section; start the page with a recipe that has one (`cogframe web --recipe "
+                              "tiny/sample_sr`) or switch it off.")
         cfg.stages.append({"name": SR_STAGE})
+    elif settings.super_resolution is False and listed:
+        cfg.stages = [node for node in cfg.stages if node.get("name") != SR_STAGE]
     out = Path(tempfile.mkdtemp(prefix="request-", dir=out_root))
     cfg.out, cfg.overwrite = f"{out}/", True
     source = f"cogframe web (recipe {recipe})"
@@ -185,8 +196,9 @@ def build_app(recipe: str = "tiny/sample", overrides: tuple[str, ...] = (), out_
             raise gr.Error(str(exc), duration=None) from exc
         return result.video, result.contact_sheet, _timings_markdown(settings, result)
 
-    sr_info = ("append the super_resolution stage" if opts["super_resolution"] else
-               f"no '{SR_STAGE}' stage is registered (cogframe plugins --kind stage)")
+    sr_info = ("3x larger frames (the super_resolution stage)" if opts["super_resolution"] else
+               f"needs a registered '{SR_STAGE}' stage and the recipe's {SR_STAGE}: model section "
+               "(recipe tiny/sample_sr)")
     with gr.Blocks(title="cogframe: text to video") as app:
         gr.Markdown(f"# cogframe text-to-video\nRecipe `{recipe}`: 5 key frames (stage 1), then interpolation "
                     "rounds (stage 2), each doubling the frame rate. The shipped tiny models know "
@@ -207,7 +219,7 @@ def build_app(recipe: str = "tiny/sample", overrides: tuple[str, ...] = (), out_
                                           elem_id="negative")
                 sampler = gr.Dropdown(label="Token sampler", choices=opts["samplers"], value=opts["sampler"],
                                       elem_id="sampler")
-                sr = gr.Checkbox(label="Super-resolution", value=False, info=sr_info,
+                sr = gr.Checkbox(label="Super-resolution", value=opts["super_resolution_on"], info=sr_info,
                                  interactive=opts["super_resolution"], elem_id="super_resolution")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():

@@ -318,6 +318,6 @@ def _official_problems(cfg: DictConfig, registries) -> list[Problem]:
     """
     from cogframe.config.official_weights import check_official_files
 
-    files = {stage for stage in ("stage1", "stage2")
+    files = {stage for stage in ("stage1", "stage2", "super_resolution")
              if Path(str(_select(cfg, f"{stage}.model.weights") or "")).suffix == ".safetensors"}
     return [p for p in check_official_files(cfg, registries) if p.where.split(".")[0] not in files]

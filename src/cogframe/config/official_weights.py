@@ -26,7 +26,7 @@ from cogframe.registry import KINDS
 
 __all__ = ["check_official_files", "declared_files", "require_official_files"]
 
-_RELEASES = {"cogvideo_9b_stage1": "cogvideo-stage1", "cogvideo_9b_stage2": "cogvideo-stage2"}
+_RELEASES = {"cogvideo_9b_stage1": "cogvideo-stage1", "cogvideo_9b_stage2": "cogvideo-stage2", "cogview2_dsr": "cogview2-dsr"}
 
 
 def _walk(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:

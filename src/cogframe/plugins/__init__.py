@@ -26,6 +26,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.attention_xformers",
     "cogframe.plugins.attention_local_window",
     "cogframe.plugins.task_train",
+    "cogframe.plugins.task_train_super_resolution",
     "cogframe.plugins.tokenizer_sentencepiece",
     "cogframe.plugins.vqvae",
     "cogframe.plugins.dataset_moving_shapes",
@@ -40,6 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.token_samplers",
     "cogframe.plugins.stages",
     "cogframe.plugins.stage_sliding_window",
+    "cogframe.plugins.stage_super_resolution",
     "cogframe.plugins.task_sample",
     "cogframe.plugins.task_pipeline",
 )

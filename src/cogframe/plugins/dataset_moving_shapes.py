@@ -92,11 +92,15 @@ class MovingShapes:
         object_scale: ``[min, max]`` side of the shape as a fraction of ``size``.
         speed: Pixels per second of every clip (``None``: each clip travels 50-100 % of the free
             room over its length). Must let the longest clip stay inside the frame.
+        render_scale: Render the clip at ``render_scale * size`` pixels: the same scene (every draw,
+            position and speed is made at ``size``, then scaled), sampled on a finer pixel grid; the
+            paired high-res frames of super-resolution training (``prepare``'s ``high_res``).
     """
 
     def __init__(self, num_clips: int = 512, size: int = 32, fps: float = 8.0, min_seconds: float = 1.0,
                  max_seconds: float = 8.0, seed: int = 0, split: Literal["train", "val"] = "train",
-                 object_scale: Sequence[float] = (0.25, 0.375), speed: float | None = None) -> None:
+                 object_scale: Sequence[float] = (0.25, 0.375), speed: float | None = None,
+                 render_scale: int = 1) -> None:
         if split not in _SPLIT_STREAMS:
             raise ConfigError(f"moving_shapes split must be 'train' or 'val', got {split!r}.")
         if int(num_clips) < 0:
@@ -124,6 +128,10 @@ class MovingShapes:
                     f"moving_shapes speed={speed} px/s must be positive and keep the largest shape ({self.max_extent} px) "
                     f"inside the {size} px frame for the longest clip ({longest:g} s: {speed * longest:g} px of travel, "
                     f"room {room} px); lower speed or max_seconds (e.g. max_seconds={room / speed:g}).")
+        if isinstance(render_scale, bool) or not isinstance(render_scale, int) or render_scale < 1:
+            raise ConfigError(f"moving_shapes render_scale must be a whole number >= 1, got {render_scale!r} "
+                              "(3 renders the 32 px scene at 96 px).")
+        self.render_scale = int(render_scale)
         self.speed = None if speed is None else float(speed)
         self.num_clips = int(num_clips)
         self.size = int(size)
@@ -163,8 +171,11 @@ class MovingShapes:
         if dx < 0 or dy < 0:  # moving left/up: mirror the path so it starts near the far side
             along = room - along
         left, top = (along, np.full_like(t, across)) if dx else (np.full_like(t, across), along)
-        masks = render_shape_masks(shape, self.size, left, top, extent)
-        frames = np.zeros((num_frames, self.size, self.size, 3), dtype=np.uint8)
+        # Geometry lives at `size`; rendering at k * size samples the same continuous shape at
+        # k x k pixel centres per low-res pixel (so the low-res frame is the same scene, coarser).
+        k = self.render_scale
+        masks = render_shape_masks(shape, self.size * k, left * k, top * k, extent * k)
+        frames = np.zeros((num_frames, self.size * k, self.size * k, 3), dtype=np.uint8)
         frames[masks] = COLOURS[colour]
         return VideoClip(
             frames=frames,

@@ -95,7 +95,8 @@ class SlidingWindow:
         guided = self.guidance != 1.0
         options = DecodeOptions(ctx.sampler(), seed=batch.seed, guidance=self.guidance,
                                 negative=ctx.negative(self.prefix) if guided else None,
-                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel)
+                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel,
+                                compile=s.compile)
         result = extend_frames(ctx.model(self.model), batch.tokens,
                                ctx.encode(batch.captions, self.prefix, suffix=self.suffix), boi_id=ctx.boi_id,
                                options=options, num_frames=self.num_frames, context=self.context_frames,

@@ -111,9 +111,11 @@ class KeyFrames:
         guided = self.guidance != 1.0
         options = DecodeOptions(ctx.sampler(), seed=batch.seed, guidance=self.guidance,
                                 negative=ctx.negative(self.prefix) if guided else None,
-                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel)
+                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel,
+                                compile=s.compile)
         first = DecodeOptions(ctx.sampler(first_frame=True), seed=batch.seed, text_bias=s.text_bias,
-                              parallel=s.parallel)
+                              parallel=s.parallel,
+                                compile=s.compile)
         result = generate_key_frames(
             ctx.model(self.model), ctx.encode(batch.captions, self.prefix, suffix=self.suffix),
             boi_id=ctx.boi_id, options=options, first_options=first,
@@ -192,7 +194,7 @@ class Interpolation:
         ctx, s = self.context, self.context.settings
         guided = self.guidance != 1.0
         options = DecodeOptions(ctx.sampler(), seed=batch.seed, guidance=self.guidance,
-                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel,
+                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel, compile=s.compile,
                                 unmasked_prefix=self.unmasked_prefix)
         result = interpolate(
             ctx.model(self.model), batch.tokens, [ctx.encode(batch.captions, p) for p in self.prefixes],

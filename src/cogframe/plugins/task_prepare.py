@@ -23,6 +23,15 @@ Recipe keys::
     text_tokenizer: {name: sentencepiece, model_path: ..., id_offset: 256}
     image_tokenizer: {name: vqvae, path: ...}
     frame_rate_sampler: {name: lowest_fps}
+    high_res: {scale: 3, dataset: {render_scale: 3}}   # optional: paired super-resolution shards
+
+Paired super-resolution shards (``high_res``): every sample also holds the same frames rendered
+``scale`` times larger, read from a second copy of the dataset built with ``high_res.dataset``
+merged over ``dataset`` (``moving_shapes`` renders the same scene at any size with
+``render_scale``; a video folder at ``size * scale`` resizes the same source frames). They are
+tokenised with the same image tokenizer into the extra tensor ``frames_high`` ``[N, T, h*scale,
+w*scale]``; the manifest gains ``high_res: {scale, grid}``. A high-res frame that is not the
+low-res frame's clip (another caption) or not ``scale`` times its size is an error.
 """
 
 from __future__ import annotations
@@ -137,7 +146,7 @@ class PrepareTask:
 
     list_slots = ()
     sections = {"": PrepareSettings}
-    recipe_keys = ("splits",)
+    recipe_keys = ("splits", "high_res")
 
     def validate(self, cfg: DictConfig, registries: Registries) -> None:
         """Checks the whole recipe for this task; raises one ConfigError listing every problem."""
@@ -145,7 +154,7 @@ class PrepareTask:
 
     def problems(self, cfg: DictConfig, registries: Registries) -> list[Problem]:
         """The split keywords and the components prepare cannot run without."""
-        found = split_problems(cfg, registries)
+        found = split_problems(cfg, registries) + _high_res_problems(cfg, registries)
         for key in ("text_tokenizer", "image_tokenizer", "frame_rate_sampler"):
             if OmegaConf.select(cfg, key, default=None) is None:
                 found.append(Problem(key, f"is missing: prepare needs a {key} node",
@@ -179,14 +188,18 @@ class PrepareTask:
             "splits": {},
         }
         reports = []
+        high_res = _high_res_node(cfg)
         for split in split_names(cfg):
             dataset = build_split(cfg, registries, split)
+            # The paired high-res copy of this split (None: plain shards, and the same fingerprint).
+            high = None if high_res is None else (_build_high_split(cfg, registries, split, high_res),
+                                                  int(high_res["scale"]))
             fingerprint = _fingerprint({"dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
                                         "split": _node(cfg, "splits").get(split) if cfg.get("splits") is not None else None,
                                         "seed": seed, "text_len": s["text_len"], "shard_size": s["shard_size"],
-                                        **manifest["sources"]})
+                                        **manifest["sources"], **({"high_res": high_res} if high_res else {})})
             split_info, log, shape = self._prepare_split(split, dataset, out, fingerprint, seed, s,
-                                                         text_tok, image_tok, sampler)
+                                                         text_tok, image_tok, sampler, high=high)
             manifest["splits"][split] = split_info
             if shape is not None:
                 manifest.setdefault("num_frames", shape[0])
@@ -198,6 +211,9 @@ class PrepareTask:
             raise DataError("prepare produced no samples at all: every entry was skipped. Fix or replace the "
                             "entries listed below (or point the dataset at another folder):\n"
                             + "\n".join(reports))
+        if high_res is not None:
+            scale = int(high_res["scale"])
+            manifest["high_res"] = {"scale": scale, "grid": [g * scale for g in manifest["grid"]]}
         atomic_write_json(out / MANIFEST_FILE, manifest)
         for report in reports:
             print(report)
@@ -206,7 +222,7 @@ class PrepareTask:
         print(f"token shards in {out} ({counts}); manifest {out / MANIFEST_FILE}")
 
     def _prepare_split(self, split, dataset, out: Path, fingerprint: str, seed: int, s: dict,
-                       text_tok, image_tok, sampler) -> tuple[dict, SkipLog, tuple | None]:
+                       text_tok, image_tok, sampler, high=None) -> tuple[dict, SkipLog, tuple | None]:
         size = s["shard_size"]
         count = len(dataset)
         # Skips found while building the dataset (missing files, malformed lines); skips found while
@@ -233,7 +249,7 @@ class PrepareTask:
                             f"{path} was made with different settings (fingerprint {marker.get('fingerprint')} != "
                             f"{fingerprint}); use a new output_dir, delete the old shards, or set overwrite: true.")
                     marker, skipped = self._write_shard(path, split, dataset, entries, fingerprint, seed, s,
-                                                        text_tok, image_tok, sampler, bar)
+                                                        text_tok, image_tok, sampler, bar, high=high)
                 if marker["num_samples"]:
                     sample_shape = tuple(marker["sample_shape"])
                     if shape is not None and sample_shape != shape:
@@ -250,12 +266,13 @@ class PrepareTask:
         return info, log, shape
 
     def _write_shard(self, path: Path, split: str, dataset, entries: range, fingerprint: str, seed: int, s: dict,
-                     text_tok, image_tok, sampler, bar) -> tuple[dict, list[SkippedEntry]]:
+                     text_tok, image_tok, sampler, bar, high=None) -> tuple[dict, list[SkippedEntry]]:
         strict = bool(getattr(dataset, "strict", False))
         dataset_log = getattr(dataset, "skip_log", None)
         before = len(dataset_log) if dataset_log is not None else 0
         own_skips: list[SkippedEntry] = []
         texts, valids, frame_sets, fps, kept, captions, prefixes = [], [], [], [], [], [], []
+        high_sets = []
         # A dataset that tells a clip's length before decoding it (video_folder: probe + read_frames)
         # decodes only the sampled frames; the same rng draws pick the same frames as a whole clip would.
         partial = callable(getattr(dataset, "probe", None)) and callable(getattr(dataset, "read_frames", None))
@@ -277,6 +294,11 @@ class PrepareTask:
             frames = dataset.read_frames(index, choice.frame_indices) if partial else clip.frames[choice.frame_indices]
             if frames is None:
                 continue  # the dataset recorded why
+            if high is not None:
+                high_frames = _high_frames(high, index, choice.frame_indices, clip, frames)
+                if high_frames is None:
+                    continue  # the high-res dataset recorded why
+                high_sets.append(high_frames)
             texts.append(ids)
             valids.append(valid)
             frame_sets.append(frames)
@@ -294,6 +316,15 @@ class PrepareTask:
             "fps": torch.tensor(fps, dtype=torch.float32),
             "index": torch.tensor(kept, dtype=torch.int64),
         }
+        if high is not None:
+            high_tokens = self._encode_frames(high_sets, image_tok, s["encode_batch"])
+            if n and tuple(high_tokens.shape[2:]) != tuple(d * high[1] for d in tokens.shape[2:]):
+                raise DataError(
+                    f"the image tokenizer turned {tuple(high_sets[0].shape[1:3])} px frames into "
+                    f"{tuple(high_tokens.shape[2:])} tokens, not {high[1]} x the low-res grid "
+                    f"{tuple(tokens.shape[2:])}; use a convolutional image tokenizer (vqvae) that "
+                    "encodes any frame size.")
+            tensors["frames_high"] = high_tokens.to(torch.int32)
         marker = {"fingerprint": fingerprint, "num_samples": n, "sample_shape": list(tokens.shape[1:]),
                   "entries": [entries.start, entries.stop], "skipped": [e.to_dict() for e in skipped]}
         write_shard(path, tensors, {"captions": json.dumps(captions), "prefixes": json.dumps(prefixes)}, marker)
@@ -314,6 +345,73 @@ class PrepareTask:
             codes = torch.cat([image_tok.encode(flat[i:i + batch].float() / 255.0)
                                for i in range(0, flat.shape[0], batch)]).cpu()
         return codes.view(len(frame_sets), num_frames, *codes.shape[1:])
+
+
+def _high_res_node(cfg: DictConfig) -> dict | None:
+    """The ``high_res`` node as plain data (None when absent)."""
+    node = OmegaConf.select(cfg, "high_res", default=None)
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def _high_res_problems(cfg: DictConfig, registries: Registries) -> list[Problem]:
+    """``high_res``: a whole ``scale`` >= 2 and dataset keywords the dataset accepts."""
+    node = OmegaConf.select(cfg, "high_res", default=None)
+    if node is None:
+        return []
+    example = "`high_res: {scale: 3, dataset: {render_scale: 3}}`"
+    if not isinstance(node, DictConfig):
+        return [Problem("high_res", f"must be a mapping, got {node!r}", f"write e.g. {example}")]
+    found = [Problem(f"high_res.{key}", "is not a high_res key", f"use scale and dataset, e.g. {example}")
+             for key in node if key not in ("scale", "dataset")]
+    scale = node.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
+        found.append(Problem("high_res.scale", f"must be a whole number >= 2, got {scale!r}",
+                             "3 is CogView2's super-resolution factor"))
+    extra = node.get("dataset") or {}
+    if not isinstance(extra, DictConfig) and extra != {}:
+        found.append(Problem("high_res.dataset", f"must be a mapping of dataset keywords, got {extra!r}",
+                             "e.g. {render_scale: 3} (moving_shapes) or {size: 96} (video_folder)"))
+        return found
+    dataset = OmegaConf.select(cfg, "dataset", default=None)
+    if isinstance(dataset, DictConfig) and dataset.get("name") in registries.names("dataset") and extra:
+        spec = registries.get("dataset", dataset.name)
+        base = {k: v for k, v in OmegaConf.to_container(dataset, resolve=True).items() if k != "name"}
+        own = OmegaConf.to_container(extra, resolve=True)
+        found += [p for p in spec.keyword_problems({**base, **own}, where="high_res.dataset")
+                  if p.where.rpartition(".")[2] in own]
+    return found
+
+
+def _build_high_split(cfg: DictConfig, registries: Registries, split: str, high_res: dict):
+    """The dataset of ``split`` with ``high_res.dataset`` merged over it: the paired high-res frames."""
+    node = OmegaConf.to_container(cfg.dataset, resolve=True)
+    extra = OmegaConf.select(cfg, f"splits.{split}", default=None)
+    if extra is not None:
+        node.update(OmegaConf.to_container(extra, resolve=True))
+    node.update(high_res.get("dataset") or {})
+    return registries.build("dataset", node)
+
+
+def _high_frames(high, index: int, frame_indices, clip, frames: np.ndarray) -> np.ndarray | None:
+    """The same entry's frames from the high-res dataset, checked to be the same clip, ``scale`` x larger."""
+    dataset, scale = high
+    partial = callable(getattr(dataset, "probe", None)) and callable(getattr(dataset, "read_frames", None))
+    other = dataset.probe(index) if partial else dataset[index]
+    if other is None:
+        return None
+    if other.caption != clip.caption:
+        raise DataError(f"entry {index}: the high-res dataset gives {other.caption!r} but the low-res one "
+                        f"{clip.caption!r}; high_res.dataset must change the frame size only (same seed, "
+                        "split and clips), e.g. {render_scale: 3} for moving_shapes.")
+    high_frames = dataset.read_frames(index, frame_indices) if partial else other.frames[frame_indices]
+    if high_frames is None:
+        return None
+    want = (frames.shape[0], frames.shape[1] * scale, frames.shape[2] * scale, frames.shape[3])
+    if tuple(high_frames.shape) != want:
+        raise DataError(f"entry {index}: high-res frames are {list(high_frames.shape)}, not {scale} x the "
+                        f"low-res {list(frames.shape)} ({list(want)}); set high_res.dataset so the frames are "
+                        f"{scale} times larger (moving_shapes: render_scale: {scale}; video_folder: size).")
+    return high_frames
 
 
 @hookimpl

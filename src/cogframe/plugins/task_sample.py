@@ -484,7 +484,9 @@ class SampleTask:
              "image_tokenizer": "image_tokenizer", "token_sampler": "token_sampler",
              "first_frame_sampler": "token_sampler"}
     # Keys beyond the slots; validation refuses any other top-level key (a typo'd `promt:`).
-    recipe_keys = (*SampleSettings.__dataclass_fields__, *_MODEL_SECTIONS, "rounds", "weights_dir")
+    # super_resolution: the model section of the super_resolution stage (plugins/stage_super_resolution.py).
+    recipe_keys = (*SampleSettings.__dataclass_fields__, *_MODEL_SECTIONS, "rounds", "weights_dir",
+                   "super_resolution")
 
     @staticmethod
     def capability_needs(cfg: DictConfig) -> dict:

@@ -6,7 +6,8 @@ Recipe keys (see recipes/tiny/stage1.yaml for a complete one)::
     output_dir: runs/tiny/stage1
     model: {preset, overrides, attention: {spatial, temporal}, init: {from, freeze_inherited}}
     text_tokenizer: {name: sentencepiece, model_path: ..., id_offset: 256}   # for [BOI] and vocab checks
-    data: {shards: runs/tiny/shards_video, train_split: train, val_split: val}
+    data: {shards: runs/tiny/shards_video, train_split: train, val_split: val,
+           captions: {contains: [triangle]}}   # optional: only samples with such captions
     train: {steps, batch_size, lr, ..., see core.training.settings.TrainSettings}
     distributed: {param_dtype: bfloat16, reduce_dtype: float32}               # FSDP2 under torchrun
     plan: {devices: [1, 8, 64], micro_batch: 4}                               # read by `cogframe plan`
@@ -155,15 +156,19 @@ class TrainTask:
         else:
             model = build_model_from_recipe(cfg, registries, **run_needs)
         shards = Path(data_cfg.shards)
-        data = ShardDataset(shards, data_cfg.train_split)
+        keep = data_cfg.caption_filter()  # data.captions: both splits, read from shard headers
+        data = ShardDataset(shards, data_cfg.train_split, keep=keep)
         self._check_shards(config, data, shards)
         val_split = data_cfg.val_split
         val = None
-        if val_split and settings.eval_every:
-            val = StepBatches(ShardDataset(shards, str(val_split)), settings.batch_size,
-                              shuffle=False)
+        if val_split and (settings.eval_every or settings.eval_at_start):
+            val_data = ShardDataset(shards, str(val_split), keep=keep)
+            val = StepBatches(val_data, settings.batch_size, shuffle=False)
+        if keep is not None:
+            ctx.print(f"{keep}: {len(data)} of {data.total} {data_cfg.train_split} samples"
+                      + (f", {len(val_data)} of {val_data.total} {val_split} samples" if val is not None else ""))
         loggers = [registries.build("logger", node) for node in (cfg.get("loggers") or [])]
-        preview = _build_preview(cfg, registries, settings, config, tokenizer, shards, val_split)
+        preview = _build_preview(cfg, registries, settings, config, tokenizer, shards, val_split, keep)
         result = train(
             model, settings, StepBatches(data, settings.batch_size, grad_accum=settings.grad_accum,
                                          seed=settings.seed),
@@ -241,7 +246,7 @@ def _sample_problems(cfg: DictConfig, sections: dict, config) -> list[Problem]:
 
 
 def _build_preview(cfg: DictConfig, registries: Registries, settings, config, tokenizer, shards: Path,
-                   val_split):
+                   val_split, keep=None):
     """The sample-video writer of train.sample_every (None when off), built before the first step."""
     if not settings.sample_every:
         return None
@@ -257,7 +262,7 @@ def _build_preview(cfg: DictConfig, registries: Registries, settings, config, to
     if config.stage.value == "interpolation":
         from cogframe.core.io.token_shards import ShardDataset
 
-        val = ShardDataset(shards, str(val_split))
+        val = ShardDataset(shards, str(val_split), keep=keep)
         windows = [val[i] for i in range(min(settings.sample_windows, len(val)))]
     sampler = cfg.get("token_sampler") or {"name": "top_k", "k": 10}  # tiny/sample's default
     return TrainingPreview(

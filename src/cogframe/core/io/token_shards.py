@@ -15,8 +15,10 @@ Tensors of a shard (``N`` samples):
 * ``fps`` float32 ``[N]`` — the sampled frame rate;
 * ``index`` int64 ``[N]`` — the dataset entry each sample came from.
 
-The safetensors header metadata holds ``captions`` and ``prefixes`` (JSON lists) for inspection.
-int32 halves the disk size of int64; :class:`ShardDataset` returns int64 (``Long``) tensors.
+The safetensors header metadata holds ``captions`` and ``prefixes`` (JSON lists, one entry per
+sample): for inspection, and for choosing samples by caption (``ShardDataset(..., keep=...)``)
+from the headers alone, without reading any frames. int32 halves the disk size of int64;
+:class:`ShardDataset` returns int64 (``Long``) tensors.
 
 A shard counts as finished only when its ``.done`` marker exists, and the marker is written after
 the shard has been fsynced and renamed into place, so a crash at any moment leaves either a
@@ -29,7 +31,7 @@ import bisect
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors import safe_open
@@ -133,16 +135,23 @@ class ShardDataset(torch.utils.data.Dataset):
     Args:
         root: The prepare task's ``output_dir``.
         split: Which split to read.
+        keep: A caption predicate (e.g. :class:`cogframe.core.training.settings.CaptionFilter`):
+            only the samples whose caption it accepts are items, in shard order. The captions
+            come from the shard headers; no frames are read. ``str(keep)`` names it in errors.
 
     Attributes:
         manifest: The parsed ``manifest.json`` (``text_len``, ``num_frames``, ``grid``,
             ``image_vocab_size``, ``text_vocab_size``, ``special_ids``, ...).
+        total: Samples of the split before ``keep`` (``len(self)`` is after it).
 
     Raises:
-        DataError: No manifest, unknown split, or a listed shard is missing.
+        DataError: No manifest, unknown split, a listed shard is missing, or (with ``keep``) a
+            shard without one caption per sample in its header.
+        ConfigError: ``keep`` accepts no sample of the split (naming the count and example captions).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train") -> None:
+    def __init__(self, root: str | os.PathLike, split: str = "train", *,
+                 keep: Callable[[str], bool] | None = None) -> None:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         splits = self.manifest.get("splits", {})
@@ -160,6 +169,19 @@ class ShardDataset(torch.utils.data.Dataset):
         for s in splits[split]["shards"]:
             self._starts.append(self._starts[-1] + int(s["num_samples"]))
         self._handles: dict[int, Any] = {}
+        self.total = self._starts[-1]
+        # Rows of the unfiltered split that are items (None: all of them).
+        self._rows: list[int] | None = None
+        if keep is not None:
+            captions = self._split_captions()
+            self._rows = [row for row, caption in enumerate(captions) if keep(caption)]
+            if not self._rows:
+                examples = ", ".join(repr(c) for c in list(dict.fromkeys(captions))[:3])
+                seen = f" (their captions look like {examples})" if captions else ""
+                raise ConfigError(
+                    f"{keep} keeps none of the {len(captions)} samples of split {split!r} in {self.root}"
+                    f"{seen}; loosen the filter (matching is case-sensitive) or point data.shards at "
+                    "shards that hold such captions.")
 
     @property
     def text_len(self) -> int:
@@ -178,7 +200,32 @@ class ShardDataset(torch.utils.data.Dataset):
         return int(h), int(w)
 
     def __len__(self) -> int:
-        return self._starts[-1]
+        return self.total if self._rows is None else len(self._rows)
+
+    def _split_captions(self) -> list[str]:
+        """Every caption of the split in row order, from the shard headers (no tensor is read)."""
+        captions: list[str] = []
+        for shard, file in enumerate(self._files):
+            expected = self._starts[shard + 1] - self._starts[shard]
+            raw = (self._handle(shard).metadata() or {}).get("captions")
+            try:
+                found = json.loads(raw) if raw is not None else None
+            except json.JSONDecodeError:
+                found = None
+            if not isinstance(found, list) or len(found) != expected or \
+                    not all(isinstance(c, str) for c in found):
+                what = "no captions" if raw is None else f"no list of {expected} captions"
+                raise DataError(
+                    f"token shard {file} has {what} in its header, so its samples cannot be chosen by "
+                    "caption; re-run the prepare task (it stores one caption per sample), or set "
+                    "data.captions=null to use every sample.")
+            captions += found
+        return captions
+
+    def captions(self) -> list[str]:
+        """The caption of every item, in item order (read from the shard headers)."""
+        captions = self._split_captions()
+        return captions if self._rows is None else [captions[row] for row in self._rows]
 
     def __getstate__(self) -> dict:
         # Open safetensors handles cannot be pickled; DataLoader workers reopen their own.
@@ -198,6 +245,8 @@ class ShardDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} out of range for {len(self)} samples of split {self.split!r}")
+        if self._rows is not None:
+            index = self._rows[index]
         shard = bisect.bisect_right(self._starts, index) - 1
         local = index - self._starts[shard]
         handle = self._handle(shard)

@@ -192,6 +192,10 @@ SR_PRESETS: dict[str, dict[str, Any]] = {
         "layout": {"text_len": 16, "low_height": 8, "low_width": 8, "scale": 3, "lowres_position_shift": 0},
         "windows": {"high": [9, 5], "low": [5, 5], "border": "mask", "add_scalar": 0.0,
                     "lowres": "bidirectional"},
+        # Each high-res cell starts at its own low-res cell's position (not the release's periodic
+        # tiling): a model trained for minutes cannot learn where 576 tiled cells sit
+        # (docs/sampling.md, "Super-resolution").
+        "position_init": "nearest",
     },
 }
 

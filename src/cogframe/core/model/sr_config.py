@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cogframe.core.model.config import SR_PRESETS, ModelConfig, model_config
@@ -29,11 +29,17 @@ class SuperResolutionConfig:
         backbone: The frozen text-to-image model's config (stage ``text_to_image``).
         layout: The DSR token layout; its position fields must match the backbone's table.
         windows: Window shapes, border handling, ``add_scalar`` and the low-res rule.
+        position_init: How the high-res position table starts: ``tile`` (the release: cell
+            (X, Y) gets the base position of low-res cell (X mod h, Y mod w)) or ``nearest``
+            (the low-res cell it lies in, (X // scale, Y // scale)).
     """
 
     backbone: ModelConfig
     layout: SuperResolutionLayout
     windows: LocalWindows = LocalWindows()
+    # Only the fresh initialisation reads it (loaded weights replace the table), so two configs that
+    # size the same model compare equal whatever their position_init.
+    position_init: str = field(default="tile", compare=False)
 
     def __post_init__(self) -> None:
         base, layout = self.backbone, self.layout
@@ -41,6 +47,8 @@ class SuperResolutionConfig:
             raise ShapeError(
                 f"the super-resolution backbone must be a text-to-image model, got stage "
                 f"{base.stage.value!r}: name a text-to-image preset (e.g. tiny_t2i, cogview2_6b).")
+        if self.position_init not in ("tile", "nearest"):
+            raise ShapeError(f"position_init must be 'tile' (the release) or 'nearest', got {self.position_init!r}.")
         bl = base.layout
         if (layout.low_height, layout.low_width) != (bl.frame_height, bl.frame_width):
             raise ShapeError(
@@ -66,7 +74,7 @@ def sr_preset_names() -> list[str]:
     return sorted(SR_PRESETS)
 
 
-_KNOWN = {"backbone": None, "backbone_overrides": None, "layout": None, "windows": None}
+_KNOWN = {"backbone": None, "backbone_overrides": None, "layout": None, "windows": None, "position_init": None}
 
 
 def _merge(base: dict, overrides: Mapping, path: str = "") -> dict:
@@ -115,7 +123,7 @@ def sr_model_config(preset: str | Mapping, overrides: Mapping | None = None) -> 
         layout = SuperResolutionLayout(image_position_offset=bl.image_position_offset,
                                        base_position_rows=bl.base_position_rows, **fields["layout"])
         windows = LocalWindows(**fields.get("windows", {}))
-        return SuperResolutionConfig(backbone, layout, windows)
+        return SuperResolutionConfig(backbone, layout, windows, fields.get("position_init", "tile"))
     except (TypeError, KeyError) as exc:
         raise ConfigError(f"invalid super-resolution configuration: {exc}") from None
     except ShapeError as exc:

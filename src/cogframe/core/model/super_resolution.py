@@ -89,7 +89,7 @@ class SuperResolutionTransformer(nn.Module):
     # ------------------------------------------------------------------------ initialisation
     @torch.no_grad()
     def init_from_backbone(self) -> None:
-        """The release's ``reinit``: plus channel = copy of the base attention; tiled positions."""
+        """The release's ``reinit``: plus channel = copy of the base attention; positions per ``position_init``."""
         for layer, qkv, dense in zip(self.backbone.layers, self.attention_plus.query_key_value,
                                      self.attention_plus.dense):
             qkv.load_state_dict(layer.attention.query_key_value.state_dict())
@@ -98,9 +98,15 @@ class SuperResolutionTransformer(nn.Module):
         start, n = layout.image_position_offset, layout.low_tokens
         old = self.backbone.position_embeddings.weight[start:start + n]
         d, s = old.shape[-1], layout.scale
-        # High-res cell (X, Y) gets base frame position (X mod h, Y mod w): periodic tiling.
-        self.extra_position_embeddings.weight.view(s, layout.low_height, s, layout.low_width, d).copy_(
-            old.view(1, layout.low_height, 1, layout.low_width, d).expand(s, -1, s, -1, -1))
+        h, w = layout.low_height, layout.low_width
+        if self.config.position_init == "nearest":
+            # High-res cell (X, Y) gets the position of the low-res cell it lies in, (X//s, Y//s).
+            self.extra_position_embeddings.weight.view(h, s, w, s, d).copy_(
+                old.view(h, 1, w, 1, d).expand(-1, s, -1, s, -1))
+        else:
+            # The release: cell (X, Y) gets base frame position (X mod h, Y mod w), periodic tiling.
+            self.extra_position_embeddings.weight.view(s, h, s, w, d).copy_(
+                old.view(1, h, 1, w, d).expand(s, -1, s, -1, -1))
 
     # ------------------------------------------------------------------------ parameter groups
     def is_new_parameter(self, name: str) -> bool:

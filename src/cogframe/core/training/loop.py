@@ -188,6 +188,16 @@ def train(
                desc=f"train {stage.value}", unit="step", dynamic_ncols=True)
     last_loss, val_loss = float("nan"), None
     try:
+        if settings.eval_at_start and step == 0 and val_data is not None:
+            # The untrained baseline (a fine-tune's "before"), logged at step 0; not kept as
+            # val_loss, which stays the loss of the trained model.
+            start_loss = _evaluate(model, layout, stage, val_data, settings.eval_batches, boi_id,
+                                   device, amp, ctx)
+            if ctx.is_main:
+                for logger in loggers:
+                    logger.log({"val_loss": start_loss}, 0)
+            history.append({"step": 0, "val_loss": start_loss})
+        first_step = step
         while step < settings.steps:
             started = time.perf_counter()
             lr = lr_at(step, settings)
@@ -210,7 +220,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             elapsed = time.perf_counter() - started
-            if settings.compile and not history:
+            if settings.compile and step == first_step + 1:
                 ctx.print(f"train.compile: first step (compiling) took {elapsed:.1f} s")
             last_loss = ctx.mean(step_loss)
             metrics = {"loss": last_loss, "lr": lr, "grad_norm": grad_norm,
@@ -232,7 +242,7 @@ def train(
                 ctx.save_checkpoint(ckpt_dir, model, optimizer, order,
                                     TrainerState(step, _schedule_state(settings), metrics,
                                                  dict(recipe or {})), settings.keep_last)
-        if history:
+        if step > first_step:
             state = TrainerState(step, _schedule_state(settings),
                                  {"loss": last_loss, "val_loss": val_loss}, dict(recipe or {}))
             ctx.save_checkpoint(ckpt_dir, model, optimizer, order, state, settings.keep_last)

@@ -12,14 +12,17 @@ with lr 2e-4, betas (0.9, 0.95), eps 1e-8, weight decay 1e-4, gradient clip 0.1,
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from cogframe.errors import Problem
 
 __all__ = [
     "MAX_SEED",
+    "CaptionFilter",
     "DataSettings",
     "DistributedSettings",
     "PlanSettings",
@@ -127,6 +130,9 @@ class TrainSettings:
         log_every: Log metrics every N steps (>= 1).
         eval_every: Validate every N steps (0: never).
         eval_batches: Validation batches per evaluation (>= 1).
+        eval_at_start: Also validate before the first step (logged at step 0; a fresh run only,
+            not a resumed one; needs a validation split): the baseline a fine-tune's validation
+            loss is compared with.
         save_every: Checkpoint every N steps (0: only at the end).
         keep_last: Checkpoints kept (>= 1), or null to keep all.
         progress: Show a progress bar.
@@ -163,6 +169,7 @@ class TrainSettings:
     log_every: int = 1
     eval_every: int = 0
     eval_batches: int = 2
+    eval_at_start: bool = False
     save_every: int = 0
     keep_last: int | None = 3
     progress: bool = True
@@ -282,19 +289,99 @@ class TrainRunSettings:
         return []
 
 
+_CAPTION_KEYS = ("contains", "regex")
+
+
+@dataclass(frozen=True)
+class CaptionFilter:
+    """Which samples of a split a run uses, chosen by caption (``data.captions``).
+
+    A caption is kept when it holds every string of ``contains`` and, when ``regex`` is given, the
+    regular expression matches somewhere in it (``re.search``). Both are case-sensitive (the
+    prepared captions are lower case; ``(?i)`` makes a regex ignore case). ``contains`` narrows
+    (AND); alternatives and negation go in the regex: ``"circle|square"``, ``"^(?!.*red)"``.
+
+    Calling the filter on a caption answers whether it is kept; ``str()`` names it as the recipe
+    writes it, for messages.
+
+    Attributes:
+        contains: Substrings a kept caption holds, all of them.
+        regex: A Python regular expression a kept caption matches, or None.
+    """
+
+    contains: tuple[str, ...] = ()
+    regex: str | None = None
+
+    def __call__(self, caption: str) -> bool:
+        if not all(part in caption for part in self.contains):
+            return False
+        return self.regex is None or re.search(self.regex, caption) is not None
+
+    def __str__(self) -> str:
+        parts = [f"contains: {list(self.contains)!r}"] if self.contains else []
+        parts += [f"regex: {self.regex!r}"] if self.regex is not None else []
+        return f"data.captions {{{', '.join(parts)}}}"
+
+
+def _caption_filter_problems(node: object) -> list[Problem]:
+    """The problems of a ``data.captions`` mapping (empty when it builds a CaptionFilter)."""
+    example = "e.g. data.captions={contains: [triangle]} or {regex: 'red|blue'}"
+    if not isinstance(node, dict):
+        return [Problem("captions", f"must be a mapping with {' and/or '.join(_CAPTION_KEYS)}, got {node!r}", example)]
+    out = []
+    for key in node:
+        if key not in _CAPTION_KEYS:
+            close = difflib.get_close_matches(str(key), _CAPTION_KEYS, n=1)
+            hint = f": did you mean {close[0]!r}?" if close else ""
+            out.append(Problem(f"captions.{key}", f"is not a caption-filter key{hint} (accepted: "
+                               f"{', '.join(_CAPTION_KEYS)})", example))
+    contains, regex = node.get("contains", []), node.get("regex")
+    if not isinstance(contains, (list, tuple)) or not all(isinstance(p, str) and p for p in contains):
+        out.append(Problem("captions.contains", f"must be a list of non-empty strings, got {contains!r}",
+                           "e.g. contains: [triangle] (a caption is kept when it holds every one)"))
+    if regex is not None:
+        if not isinstance(regex, str):
+            out.append(Problem("captions.regex", f"must be a string, got {regex!r}", "e.g. regex: 'circle|square'"))
+        else:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                out.append(Problem("captions.regex", f"is not a valid regular expression ({exc})",
+                                   "fix the pattern (Python `re` syntax), e.g. regex: 'circle|square'"))
+    if not out and not contains and regex is None:
+        out.append(Problem("captions", "has neither contains nor regex, so it names no subset",
+                           f"give one ({example}), or set data.captions=null to use every sample"))
+    return out
+
+
 @dataclass(frozen=True)
 class DataSettings:
-    """The ``data:`` section of a train recipe: where the token shards are.
+    """The ``data:`` section of a train recipe: where the token shards are, and which samples.
 
     Attributes:
         shards: The folder a ``prepare`` recipe wrote (``manifest.json`` + shards).
         train_split: The split trained on.
         val_split: The split validated on, or null for none.
+        captions: Train and validate only on the samples whose caption passes this filter,
+            ``{contains: [str, ...], regex: str}`` (:class:`CaptionFilter`), or null for all. It
+            applies to both splits, so the validation loss is that of the held-out samples of the
+            same caption subset. Read from the shards' headers, no frames loaded.
     """
 
     shards: str
     train_split: str = "train"
     val_split: str | None = "val"
+    captions: dict[str, Any] | None = None
+
+    def problems(self) -> list[Problem]:
+        """The caption filter's keys, types and regex."""
+        return [] if self.captions is None else _caption_filter_problems(self.captions)
+
+    def caption_filter(self) -> CaptionFilter | None:
+        """``captions`` as a :class:`CaptionFilter` (None when unset). Call after :meth:`problems`."""
+        if self.captions is None:
+            return None
+        return CaptionFilter(tuple(self.captions.get("contains", ())), self.captions.get("regex"))
 
 
 @dataclass(frozen=True)

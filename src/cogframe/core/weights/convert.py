@@ -4,8 +4,11 @@
 
 1. read ``latest``, ``<it>/mp_rank_00_model_states.pt`` (safely, memory-mapped) and
    ``model_config.json`` (:mod:`cogframe.core.weights.sat_files`);
-2. turn the config into a preset dict and the names through the one table
-   :data:`~cogframe.core.weights.sat_mapping.SAT_KEY_TABLE` (:mod:`cogframe.core.weights.sat_mapping`);
+2. tell which model it is (:func:`~cogframe.core.weights.sat_sr_config.sat_model_kind`: CogView2 /
+   CogVideo stage, or CogView2's direct super-resolution model ``cogview2-dsr``), turn the config
+   into a preset dict (:mod:`cogframe.core.weights.sat_mapping`,
+   :mod:`cogframe.core.weights.sat_sr_config`) and the names through the one table
+   :data:`~cogframe.core.weights.sat_mapping.SAT_KEY_TABLE`, in that model's column;
 3. check every name and shape against the model that preset builds, listing all problems;
 4. write sharded safetensors in the requested dtype + ``config.yaml`` recording the source dtype(s)
    and the verbatim ``model_config.json`` (:mod:`cogframe.core.weights.pretrained`).
@@ -24,7 +27,14 @@ from typing import Any
 
 import torch
 
-from cogframe.core.weights.sat_mapping import cogframe_to_sat_key, preset_from_sat_config, rename_keys, sat_config_from_preset
+from cogframe.core.weights.sat_mapping import (
+    SUPER_RESOLUTION,
+    cogframe_to_sat_key,
+    preset_from_sat_config,
+    rename_keys,
+    sat_config_from_preset,
+)
+from cogframe.core.weights.sat_sr_config import sat_config_from_sr_preset, sat_model_kind, sr_preset_from_sat_config
 from cogframe.core.weights.sat_files import read_sat_folder, write_sat_folder
 from cogframe.core.weights.sharded_safetensors import iter_sharded, parse_size, read_shapes
 from cogframe.core.weights.pretrained import (
@@ -55,6 +65,7 @@ class ConversionResult:
         parameters: Number of values over all tensors.
         dtype: Dtype of the written floating-point tensors (``"mixed"`` if they differ).
         preset: Built-in preset the model equals, if any.
+        kind: The model kind (``"cogvideo"`` or ``"super_resolution"``).
     """
 
     destination: Path
@@ -62,6 +73,7 @@ class ConversionResult:
     parameters: int
     dtype: str
     preset: str | None = None
+    kind: str = "cogvideo"
 
 
 def _source_dtypes(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -71,17 +83,10 @@ def _source_dtypes(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {"dtype": "mixed", "tensor_dtypes": {k: dtype_name(t.dtype) for k, t in state.items()}}
 
 
-def _refuse_unsupported(config: dict[str, Any], source: Path) -> None:
-    model_class = str(config.get("model_class", ""))
-    if "dsr" in model_class.lower():
-        raise DataError(f"{source} is a CogView2 direct-super-resolution model ({model_class}); cogframe "
-                        "has no DSR model. Convert cogvideo-stage1 and cogvideo-stage2 only.")
-
-
 def sat_to_cogframe(src: str | Path, dst: str | Path, *, dtype: str = "float32",
                     shard_size: str | int = DEFAULT_SHARD_SIZE, image_vocab_size: int | None = None,
                     overwrite: bool = False) -> ConversionResult:
-    """Converts a SAT checkpoint folder (CogView2 text-to-image, CogVideo stage 1 or 2).
+    """Converts a SAT checkpoint folder (CogView2 text-to-image, CogVideo stage 1 or 2, CogView2-DSR).
 
     Args:
         src: The SAT folder (``latest``, ``<it>/mp_rank_00_model_states.pt``, ``model_config.json``).
@@ -103,28 +108,35 @@ def sat_to_cogframe(src: str | Path, dst: str | Path, *, dtype: str = "float32",
     max_bytes = parse_size(shard_size)
     src, dst = Path(src), Path(dst)
     sat = read_sat_folder(src)
-    _refuse_unsupported(sat.config, src)
-    preset = preset_from_sat_config(sat.config, image_vocab_size=image_vocab_size,
-                                    source=str(src / "model_config.json"))
-    names, unknown = rename_keys(sat.state_dict, to="cogframe")
+    config_path = str(src / "model_config.json")
+    kind = sat_model_kind(sat.config, sat.state_dict, source=config_path)
+    read_preset = sr_preset_from_sat_config if kind == SUPER_RESOLUTION else preset_from_sat_config
+    preset = read_preset(sat.config, image_vocab_size=image_vocab_size, source=config_path)
+    names, unknown = rename_keys(sat.state_dict, to="cogframe", kind=kind)
     tensors = {names[k]: t for k, t in sat.state_dict.items() if k in names}
+    model = ("a CogView2 direct super-resolution model (DsrModel)" if kind == SUPER_RESOLUTION
+             else "a CogView2 / CogVideo model")
+    fields = ("layers, hidden size, layout, kernel_size, kernel_size2" if kind == SUPER_RESOLUTION
+              else "layers, hidden size, stage, layout, additional_seqlen")
     check_state_dict(
-        expected_shapes(preset), shapes_of(tensors), unknown=[f"{k} (no row of SAT_KEY_TABLE matches)" for k in unknown],
-        name_of=lambda k: f"{cogframe_to_sat_key(k) or k} (cogframe {k})",
-        what=f"SAT checkpoint {src}",
-        fix="Check that model_config.json belongs to this checkpoint (layers, hidden size, stage, layout, "
-            "additional_seqlen) and that the file is one of cogview2 / cogvideo-stage1 / cogvideo-stage2.",
+        expected_shapes(preset, kind), shapes_of(tensors),
+        unknown=[f"{k} (no row of SAT_KEY_TABLE matches {model})" for k in unknown],
+        name_of=lambda k: f"{cogframe_to_sat_key(k, kind) or k} (cogframe {k})",
+        what=f"SAT checkpoint {src} ({model}, read from model_config.json and the tensor names)",
+        fix=f"Check that model_config.json belongs to this checkpoint ({fields}) and that the folder is one "
+            "of cogview2 / cogvideo-stage1 / cogvideo-stage2 / cogview2-dsr, unzipped whole.",
     )
     source = {"kind": "sat", "path": str(src.resolve()), "iteration": sat.iteration,
               **_source_dtypes(sat.state_dict), "model_config": sat.config}
     info = write_weights_folder(dst, tensors, model=preset, dtype=dtype, max_shard_bytes=max_bytes,
-                                source=source, overwrite=overwrite)
-    return _result(dst, tensors, dtype, info)
+                                source=source, overwrite=overwrite, kind=kind)
+    return _result(dst, tensors, dtype, info, kind)
 
 
-def _result(dst: Path, tensors: dict[str, torch.Tensor], dtype: str, info: WeightsInfo | None) -> ConversionResult:
+def _result(dst: Path, tensors: dict[str, torch.Tensor], dtype: str, info: WeightsInfo | None,
+            kind: str) -> ConversionResult:
     return ConversionResult(dst, len(tensors), sum(t.numel() for t in tensors.values()), dtype,
-                            info.preset if info is not None else None)
+                            info.preset if info is not None else None, kind)
 
 
 def cogframe_to_sat(src: str | Path, dst: str | Path, *, dtype: str | None = None,
@@ -144,20 +156,22 @@ def cogframe_to_sat(src: str | Path, dst: str | Path, *, dtype: str | None = Non
     """
     src, dst = Path(src), Path(dst)
     info = read_weights_info(src)
-    check_state_dict(expected_shapes(info.model), read_shapes(src), what=f"weights folder {src}",
+    kind = info.kind
+    check_state_dict(expected_shapes(info.model, kind), read_shapes(src), what=f"weights folder {src}",
                      fix="Re-run `cogframe convert sat` to rebuild it.")
     source = info.source if (info.source or {}).get("kind") == "sat" else None
-    config = source["model_config"] if source else sat_config_from_preset(info.model)
+    to_sat_config = sat_config_from_sr_preset if kind == SUPER_RESOLUTION else sat_config_from_preset
+    config = source["model_config"] if source else to_sat_config(info.model)
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise DataError(f"{dst} is not empty; choose a new folder, or pass --overwrite to replace it.")
     state: dict[str, torch.Tensor] = {}
     for name, tensor in iter_sharded(src):  # one tensor at a time: only the SAT copy is kept
-        key = cogframe_to_sat_key(name)
+        key = cogframe_to_sat_key(name, kind)
         target = parse_dtype(dtype) if dtype is not None else _original_dtype(source, key, tensor)
         state[key] = tensor.to(target) if tensor.is_floating_point() else tensor
     write_sat_folder(dst, state, config)
     names = {dtype_name(t.dtype) for t in state.values()}
-    return _result(dst, state, names.pop() if len(names) == 1 else "mixed", None)
+    return _result(dst, state, names.pop() if len(names) == 1 else "mixed", None, kind)
 
 
 def _original_dtype(source: dict[str, Any] | None, key: str, tensor: torch.Tensor) -> torch.dtype:

@@ -2,12 +2,15 @@
 
 Layout::
 
-    config.yaml                          format, dtype, the model preset, provenance, recipe snippet
+    config.yaml                          format, dtype, model kind, the model preset, provenance, recipe snippet
     model.safetensors.index.json         tensor name -> shard
-    model-00001-of-0000N.safetensors     cogframe tensor names (``CogVideoTransformer.state_dict()``)
+    model-00001-of-0000N.safetensors     cogframe tensor names (the model's ``state_dict()``)
 
-``config.yaml`` is written last, so a folder that has it is complete. :func:`load_pretrained` builds
-the model the file describes and loads the tensors after checking every name and shape.
+``config.yaml`` is written last, so a folder that has it is complete. Its ``model_kind``
+(:mod:`cogframe.core.weights.model_kinds`) says which network the tensors belong to: ``cogvideo``
+(``CogVideoTransformer``; absent in older folders) or ``super_resolution``
+(``SuperResolutionTransformer``). :func:`load_pretrained` and :func:`load_super_resolution`
+build the model the file describes and load the tensors after checking every name and shape.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ import yaml
 
 from cogframe.core.io.atomic import atomic_write_text
 from cogframe.core.model.transformer import CogVideoTransformer
-from cogframe.core.model.presets import PRESETS, build_model, model_config
+from cogframe.core.model.presets import build_model, model_config
+from cogframe.core.weights import model_kinds
+from cogframe.core.weights.sat_mapping import COGVIDEO, SUPER_RESOLUTION
 from cogframe.core.weights.safe_load import check_finite, first_non_finite
 from cogframe.core.weights.sharded_safetensors import INDEX_FILE, SHARD_PATTERN, iter_sharded, load_sharded, read_shapes, save_sharded
-from cogframe.errors import CogframeError, ConfigError, DataError, ShapeError
+from cogframe.errors import ConfigError, DataError, ShapeError
 
 __all__ = ["WEIGHTS_FORMAT", "CONFIG_FILE", "DTYPES", "WeightsInfo", "parse_dtype", "dtype_name",
            "expected_shapes", "check_state_dict", "shapes_of", "recipe_snippet", "matching_preset", "write_weights_folder",
-           "read_weights_info", "load_weights", "load_pretrained"]
+           "read_weights_info", "load_weights", "load_pretrained", "load_super_resolution"]
 
 WEIGHTS_FORMAT = "cogframe-weights"
 CONFIG_FILE = "config.yaml"
@@ -65,6 +70,7 @@ class WeightsInfo:
         preset: Name of the built-in preset the model equals, if any.
         source: Provenance (for a converted SAT checkpoint: its folder, iteration, dtype(s) and
             verbatim ``model_config.json``), or None.
+        kind: ``"cogvideo"`` or ``"super_resolution"`` (:mod:`cogframe.core.weights.model_kinds`).
     """
 
     path: Path
@@ -72,11 +78,12 @@ class WeightsInfo:
     model: dict[str, Any]
     preset: str | None = None
     source: dict[str, Any] | None = field(default=None)
+    kind: str = COGVIDEO
 
 
-def expected_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every tensor name and shape of the model a preset dict describes (built on the meta device)."""
-    net = build_model(model_config(dict(model)), device="meta")
+def expected_shapes(model: Mapping[str, Any], kind: str = COGVIDEO) -> dict[str, tuple[int, ...]]:
+    """Every tensor name and shape of the model a preset dict of ``kind`` describes (built on the meta device)."""
+    net = model_kinds.build_on(model_kinds.typed_config(model, kind), kind, device="meta")
     return {name: tuple(t.shape) for name, t in net.state_dict().items()}
 
 
@@ -118,20 +125,9 @@ def shapes_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]
     return {k: tuple(t.shape) for k, t in tensors.items()}
 
 
-def matching_preset(model: Mapping[str, Any]) -> str | None:
-    """Name of the built-in preset with the same configuration as ``model``, or None."""
-    try:
-        config = model_config(dict(model))
-    except CogframeError:
-        return None
-    for name in sorted(PRESETS):
-        if model_config(name) == config:
-            return name
-    return None
-
-
-_STAGE_PRESETS = {"text_to_image": "cogview2_6b", "sequential": "cogvideo_9b_stage1",
-                  "interpolation": "cogvideo_9b_stage2"}
+def matching_preset(model: Mapping[str, Any], kind: str = COGVIDEO) -> str | None:
+    """Name of the built-in preset (of model kind ``kind``) with the same configuration as ``model``, or None."""
+    return model_kinds.matching_preset(model, kind)
 
 
 def _diff(base: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,17 +142,23 @@ def _diff(base: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def recipe_snippet(model: Mapping[str, Any], folder: str | Path) -> dict[str, Any]:
+def recipe_snippet(model: Mapping[str, Any], folder: str | Path, kind: str = COGVIDEO) -> dict[str, Any]:
     """The recipe ``model:`` section that builds ``model`` and loads the weights in ``folder``:
-    a built-in preset (plus the overrides that differ from it) and ``weights``."""
-    name = matching_preset(model)
+    a built-in preset (plus the overrides that differ from it) and ``weights``. A super-resolution
+    model's section is nested under ``super_resolution:``, where a sample recipe's
+    ``super_resolution`` stage reads it."""
+    name = matching_preset(model, kind)
     node: dict[str, Any] = {"preset": name}
     if name is None:
-        stage = getattr(model.get("stage"), "value", model.get("stage", "text_to_image"))
-        node["preset"] = _STAGE_PRESETS.get(str(stage), "cogview2_6b")
-        node["overrides"] = _diff(PRESETS[node["preset"]], model)
+        node["preset"] = model_kinds.default_preset(model, kind)
+        base = model_kinds.presets_of(kind)[node["preset"]]
+        overrides = _diff(base, model)
+        if kind == SUPER_RESOLUTION and isinstance(overrides.get("backbone"), Mapping) and \
+                model_config(dict(overrides["backbone"])) == model_config(base["backbone"]):
+            del overrides["backbone"]  # a full dict of the preset's own backbone: nothing to override
+        node["overrides"] = overrides
     node["weights"] = str(Path(folder).resolve())
-    return {"model": node}
+    return {"super_resolution": {"model": node}} if kind == SUPER_RESOLUTION else {"model": node}
 
 
 def _prepare_folder(folder: Path, overwrite: bool) -> None:
@@ -174,8 +176,11 @@ def _prepare_folder(folder: Path, overwrite: bool) -> None:
 
 def write_weights_folder(folder: str | Path, tensors: Mapping[str, torch.Tensor], *, model: Mapping[str, Any],
                          dtype: str | torch.dtype, max_shard_bytes: int,
-                         source: Mapping[str, Any] | None = None, overwrite: bool = False) -> WeightsInfo:
+                         source: Mapping[str, Any] | None = None, overwrite: bool = False,
+                         kind: str = COGVIDEO) -> WeightsInfo:
     """Writes tensors (cogframe names) + ``config.yaml``; checks names and shapes first.
+
+    ``kind`` is the model kind ``model`` describes (``"cogvideo"`` or ``"super_resolution"``).
 
     Raises:
         DataError/ShapeError: The tensors do not fit the model (every problem listed), or the
@@ -183,7 +188,7 @@ def write_weights_folder(folder: str | Path, tensors: Mapping[str, torch.Tensor]
     """
     folder = Path(folder)
     dtype = parse_dtype(dtype)
-    check_state_dict(expected_shapes(model), shapes_of(tensors), what="the tensors to save",
+    check_state_dict(expected_shapes(model, kind), shapes_of(tensors), what="the tensors to save",
                      fix="Save the state dict of the model this preset builds.")
     _prepare_folder(folder, overwrite)
     shards = save_sharded(folder, tensors, max_shard_bytes=max_shard_bytes, dtype=dtype,
@@ -192,8 +197,8 @@ def write_weights_folder(folder: str | Path, tensors: Mapping[str, torch.Tensor]
     for stale in folder.iterdir():  # shards of an overwritten conversion with another shard count
         if SHARD_PATTERN.match(stale.name) and stale.name not in keep:
             stale.unlink()
-    info = WeightsInfo(folder, dtype_name(dtype), copy.deepcopy(dict(model)), matching_preset(model),
-                       copy.deepcopy(dict(source)) if source is not None else None)
+    info = WeightsInfo(folder, dtype_name(dtype), copy.deepcopy(dict(model)), matching_preset(model, kind),
+                       copy.deepcopy(dict(source)) if source is not None else None, kind)
     atomic_write_text(folder / CONFIG_FILE, _config_yaml(info))
     return info
 
@@ -203,11 +208,12 @@ def _config_yaml(info: WeightsInfo) -> str:
         "format": WEIGHTS_FORMAT,
         "version": 1,
         "dtype": info.dtype,
+        "model_kind": info.kind,
         "preset": info.preset,
         "model": info.model,
         "source": info.source,
         # The `model:` section of a recipe that uses these weights (docs/official-weights.md).
-        "recipe": recipe_snippet(info.model, info.path),
+        "recipe": recipe_snippet(info.model, info.path, info.kind),
     }
     header = ("# cogframe weights folder (written by `cogframe convert`). The tensors are in the\n"
               "# model-*.safetensors shards; `model` is the preset that builds the matching model.\n")
@@ -237,8 +243,9 @@ def read_weights_info(folder: str | Path) -> WeightsInfo:
     if not isinstance(body, dict) or body.get("format") != WEIGHTS_FORMAT or not isinstance(body.get("model"), dict):
         raise DataError(f"{path} is not a cogframe weights config (format {WEIGHTS_FORMAT!r} with a 'model' "
                         "section); run `cogframe convert` again.")
+    kind = model_kinds.check_kind(str(body.get("model_kind", COGVIDEO)), where=str(path))
     return WeightsInfo(folder, str(body.get("dtype", "float32")), body["model"], body.get("preset"),
-                       body.get("source"))
+                       body.get("source"), kind)
 
 
 _NON_FINITE_FIX = ("Convert the original checkpoint again (`cogframe convert`), or use weights from "
@@ -280,13 +287,71 @@ def load_pretrained(folder: str | Path, *, dtype: str | torch.dtype = "float32",
             holding NaN or infinity (or overflowing ``dtype``), named.
         ConfigError: float16 on a CPU, or an unknown dtype.
     """
+    dtype = _compute_dtype(dtype, device)
+    info = _info_of_kind(folder, COGVIDEO)
+    model = build_model(model_config(info.model, overrides), spatial_attention=spatial_attention,
+                        temporal_attention=temporal_attention, device="meta")
+    return _load_into(model, folder, dtype, device)
+
+
+def load_super_resolution(folder: str | Path, *, dtype: str | torch.dtype = "float32",
+                          device: str | torch.device = "cpu", overrides: Mapping[str, Any] | None = None,
+                          base_attention=None, plus_attention=None):
+    """Builds the direct super-resolution model a weights folder describes and loads its tensors (eval mode).
+
+    The folder is one ``cogframe convert sat`` wrote from a ``cogview2-dsr`` SAT folder (or any
+    folder of model kind ``super_resolution``). Loading works as :func:`load_pretrained`: names and
+    shapes checked from the shard headers first, tensors read one at a time into ``dtype``.
+
+    Args:
+        folder: The weights folder.
+        dtype: Compute dtype (float16 only on a GPU).
+        device: Where the model lives.
+        overrides: ``sr_model_config`` overrides (e.g. ``{"windows": {"border": "zero"}}``).
+        base_attention: Backend of the text and low-res rows (default dense SDPA).
+        plus_attention: Backend of the high-res rows (default dense SDPA; ``sr_local_window`` is
+            the sparse one).
+
+    Returns:
+        A :class:`~cogframe.core.model.super_resolution.SuperResolutionTransformer` with its
+        backbone frozen.
+
+    Raises:
+        DataError/ShapeError: Not a super-resolution folder, or missing, unexpected or wrongly
+            shaped tensors, all listed; a non-finite tensor, named.
+        ConfigError: float16 on a CPU, or an unknown dtype.
+    """
+    dtype = _compute_dtype(dtype, device)
+    info = _info_of_kind(folder, SUPER_RESOLUTION)
+    config = model_kinds.typed_config(info.model, SUPER_RESOLUTION, overrides)
+    model = model_kinds.build_on(config, SUPER_RESOLUTION, device="meta", base_attention=base_attention,
+                                 plus_attention=plus_attention)
+    model = _load_into(model, folder, dtype, device)
+    model.freeze_backbone()
+    return model
+
+
+def _compute_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
     dtype = parse_dtype(dtype)
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ConfigError("float16 compute is not supported on a CPU (slow and inaccurate); use "
                           "dtype float32 or bfloat16, or a GPU device.")
+    return dtype
+
+
+def _info_of_kind(folder: str | Path, kind: str) -> WeightsInfo:
     info = read_weights_info(folder)
-    model = build_model(model_config(info.model, overrides), spatial_attention=spatial_attention,
-                        temporal_attention=temporal_attention, device="meta")
+    if info.kind != kind:
+        where = ("a sample recipe's super_resolution.model section" if info.kind == SUPER_RESOLUTION
+                 else "a model / stage1 / stage2 section")
+        raise DataError(f"weights folder {folder} holds a {info.kind} model (config.yaml model_kind), not a "
+                        f"{kind} model: load it with {model_kinds.loader_of(info.kind)}, i.e. from {where}.")
+    return info
+
+
+def _load_into(model: torch.nn.Module, folder: str | Path, dtype: torch.dtype,
+               device: str | torch.device) -> torch.nn.Module:
+    """Checks names and shapes against a meta-device ``model``, then assigns the folder's tensors."""
     check_state_dict(shapes_of(model.state_dict()), read_shapes(folder), what=f"weights folder {folder}",
                      fix="Re-run `cogframe convert`, or drop the overrides that change sizes.")
     state = {}

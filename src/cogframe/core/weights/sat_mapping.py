@@ -1,16 +1,22 @@
 """SwissArmyTransformer (SAT) checkpoint names and configs <-> cogframe's (SAT model/base_model.py and
-training/model_io.py; CogVideo models/cogvideo_model.py).
+training/model_io.py; CogVideo models/cogvideo_model.py; CogView2 sr_pipeline/dsr_model.py).
 
-The released CogView2 and CogVideo weights are SAT checkpoints. Two things differ from cogframe:
+The released CogView2, CogVideo and CogView2-DSR weights are SAT checkpoints. Two things differ
+from cogframe:
 
 * **Tensor names.** :data:`SAT_KEY_TABLE` is the one mapping, one row per tensor family, to be
-  read against the released checkpoints' state-dict keys. ``{i}`` is a layer index, ``{p}`` is ``weight`` or
-  ``bias``. Values are never reshaped or transposed: both sides store PyTorch ``[out, in]``
-  linear weights with QKV rows ``[Q; K; V]``, so every tensor maps one to one.
+  read against the released checkpoints' state-dict keys, with one column per cogframe model kind
+  (``CogVideoTransformer`` for CogView2 and the CogVideo stages, ``SuperResolutionTransformer``
+  for ``cogview2-dsr``). SAT names a mixin's tensors ``mixins.<name>.<its own names>`` (SAT's
+  ``BaseModel.add_mixin`` puts mixins in the ``mixins`` ModuleDict), so CogVideo's and DSR's
+  ``attention_plus`` share SAT names but not cogframe names. ``{i}`` is a layer index, ``{p}``
+  is ``weight`` or ``bias``. Values are never reshaped or transposed: both sides store PyTorch
+  ``[out, in]`` linear weights with QKV rows ``[Q; K; V]``, so every tensor maps one to one.
 * **Model config.** SAT's ``model_config.json`` holds argparse values (``num_attention_heads``,
   ``layout = "64, 464, 2064"``, ``window_size = -1``, ``cogvideo_stage`` ...);
   :func:`preset_from_sat_config` turns it into a cogframe preset dict (the format of
-  ``core/presets.py``) and :func:`sat_config_from_preset` goes back.
+  ``core/presets.py``) and :func:`sat_config_from_preset` goes back (the DSR model's config:
+  ``sat_sr_config.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from cogframe.core.model.presets import PRESETS
-from cogframe.errors import DataError
+from cogframe.errors import ConfigError, DataError
 
 __all__ = [
+    "COGVIDEO",
+    "SUPER_RESOLUTION",
+    "MODEL_KINDS",
     "KeyRow",
     "SAT_KEY_TABLE",
     "ICETK_IMAGE_TOKENS",
@@ -36,33 +45,53 @@ __all__ = [
 ]
 
 
+COGVIDEO = "cogvideo"
+"""Model kind of a CogView2 text-to-image model or a CogVideo stage (``CogVideoTransformer`` names)."""
+SUPER_RESOLUTION = "super_resolution"
+"""Model kind of CogView2's direct super-resolution model (``SuperResolutionTransformer`` names)."""
+MODEL_KINDS = (COGVIDEO, SUPER_RESOLUTION)
+
+
 @dataclass(frozen=True)
 class KeyRow:
-    """One family of tensors: its SAT name pattern and its cogframe name pattern."""
+    """One family of tensors: its SAT name and its name in each cogframe model kind.
+
+    Attributes:
+        sat: The SAT name pattern.
+        cogframe: The ``CogVideoTransformer`` name (CogView2 text-to-image, CogVideo stages), or
+            None when that model has no such tensor.
+        dsr: The ``SuperResolutionTransformer`` name (``cogview2-dsr``), or None likewise.
+    """
 
     sat: str
-    cogframe: str
+    cogframe: str | None
+    dsr: str | None = None
+
+    def target(self, kind: str) -> str | None:
+        """The cogframe name pattern in model kind ``kind``."""
+        return self.dsr if kind == SUPER_RESOLUTION else self.cogframe
 
 
 # fmt: off
 SAT_KEY_TABLE: tuple[KeyRow, ...] = (
-    # ---- CogView2 backbone (every model; frozen in CogVideo) ------------------------------------
-    KeyRow("transformer.word_embeddings.weight",                      "word_embeddings.weight"),
-    KeyRow("transformer.position_embeddings.weight",                  "position_embeddings.weight"),
-    KeyRow("transformer.layers.{i}.input_layernorm.{p}",              "layers.{i}.input_layernorm.{p}"),
-    KeyRow("transformer.layers.{i}.attention.query_key_value.{p}",    "layers.{i}.attention.query_key_value.{p}"),
-    KeyRow("transformer.layers.{i}.attention.dense.{p}",              "layers.{i}.attention.dense.{p}"),
-    KeyRow("transformer.layers.{i}.third_layernorm.{p}",              "layers.{i}.third_layernorm.{p}"),
-    KeyRow("transformer.layers.{i}.post_attention_layernorm.{p}",     "layers.{i}.post_attention_layernorm.{p}"),
-    KeyRow("transformer.layers.{i}.mlp.dense_h_to_4h.{p}",            "layers.{i}.mlp.dense_h_to_4h.{p}"),
-    KeyRow("transformer.layers.{i}.mlp.dense_4h_to_h.{p}",            "layers.{i}.mlp.dense_4h_to_h.{p}"),
-    KeyRow("transformer.layers.{i}.fourth_layernorm.{p}",             "layers.{i}.fourth_layernorm.{p}"),
-    KeyRow("transformer.final_layernorm.{p}",                         "final_layernorm.{p}"),
-    # ---- CogVideo stage 1 / stage 2 additions (identical names in both stages) -----------------
-    KeyRow("mixins.extra_position_embedding.position_embeddings.weight", "extra_position_embeddings.weight"),
-    KeyRow("mixins.attention_plus.query_key_value.{i}.{p}",           "layers.{i}.temporal.query_key_value.{p}"),
-    KeyRow("mixins.attention_plus.dense.{i}.{p}",                     "layers.{i}.temporal.dense.{p}"),
-    KeyRow("mixins.attention_plus.attn_distribution.{i}",             "layers.{i}.temporal.alpha_logit"),
+    #       SAT (released checkpoints)                                  CogVideo / CogView2 model                  DSR model (cogview2-dsr)
+    # ---- CogView2 backbone (every model; frozen in CogVideo and in DSR) ------------------------------------------------------------------
+    KeyRow("transformer.word_embeddings.weight",                      "word_embeddings.weight",                   "backbone.word_embeddings.weight"),
+    KeyRow("transformer.position_embeddings.weight",                  "position_embeddings.weight",               "backbone.position_embeddings.weight"),
+    KeyRow("transformer.layers.{i}.input_layernorm.{p}",              "layers.{i}.input_layernorm.{p}",           "backbone.layers.{i}.input_layernorm.{p}"),
+    KeyRow("transformer.layers.{i}.attention.query_key_value.{p}",    "layers.{i}.attention.query_key_value.{p}", "backbone.layers.{i}.attention.query_key_value.{p}"),
+    KeyRow("transformer.layers.{i}.attention.dense.{p}",              "layers.{i}.attention.dense.{p}",           "backbone.layers.{i}.attention.dense.{p}"),
+    KeyRow("transformer.layers.{i}.third_layernorm.{p}",              "layers.{i}.third_layernorm.{p}",           "backbone.layers.{i}.third_layernorm.{p}"),
+    KeyRow("transformer.layers.{i}.post_attention_layernorm.{p}",     "layers.{i}.post_attention_layernorm.{p}",  "backbone.layers.{i}.post_attention_layernorm.{p}"),
+    KeyRow("transformer.layers.{i}.mlp.dense_h_to_4h.{p}",            "layers.{i}.mlp.dense_h_to_4h.{p}",         "backbone.layers.{i}.mlp.dense_h_to_4h.{p}"),
+    KeyRow("transformer.layers.{i}.mlp.dense_4h_to_h.{p}",            "layers.{i}.mlp.dense_4h_to_h.{p}",         "backbone.layers.{i}.mlp.dense_4h_to_h.{p}"),
+    KeyRow("transformer.layers.{i}.fourth_layernorm.{p}",             "layers.{i}.fourth_layernorm.{p}",          "backbone.layers.{i}.fourth_layernorm.{p}"),
+    KeyRow("transformer.final_layernorm.{p}",                         "final_layernorm.{p}",                      "backbone.final_layernorm.{p}"),
+    # ---- mixins: CogVideo stage 1 / stage 2 (identical names in both stages) and DSR (no attn_distribution) -------------------------------
+    KeyRow("mixins.extra_position_embedding.position_embeddings.weight", "extra_position_embeddings.weight",     "extra_position_embeddings.weight"),
+    KeyRow("mixins.attention_plus.query_key_value.{i}.{p}",           "layers.{i}.temporal.query_key_value.{p}",  "attention_plus.query_key_value.{i}.{p}"),
+    KeyRow("mixins.attention_plus.dense.{i}.{p}",                     "layers.{i}.temporal.dense.{p}",            "attention_plus.dense.{i}.{p}"),
+    KeyRow("mixins.attention_plus.attn_distribution.{i}",             "layers.{i}.temporal.alpha_logit",          None),
 )
 # fmt: on
 
@@ -76,8 +105,16 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
-_SAT_TO_COGFRAME = [(_compile(row.sat), row.cogframe) for row in SAT_KEY_TABLE]
-_COGFRAME_TO_SAT = [(_compile(row.cogframe), row.sat) for row in SAT_KEY_TABLE]
+def _check_kind(kind: str) -> str:
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model kind {kind!r}; use one of {', '.join(MODEL_KINDS)}.")
+    return kind
+
+
+_SAT_TO_COGFRAME = {kind: [(_compile(row.sat), row.target(kind)) for row in SAT_KEY_TABLE if row.target(kind)]
+                    for kind in MODEL_KINDS}
+_COGFRAME_TO_SAT = {kind: [(_compile(row.target(kind)), row.sat) for row in SAT_KEY_TABLE if row.target(kind)]
+                    for kind in MODEL_KINDS}
 
 
 def _translate(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
@@ -88,22 +125,23 @@ def _translate(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None
     return None
 
 
-def sat_to_cogframe_key(key: str) -> str | None:
-    """cogframe's name for the SAT tensor ``key``, or None when no table row matches it."""
-    return _translate(key, _SAT_TO_COGFRAME)
+def sat_to_cogframe_key(key: str, kind: str = COGVIDEO) -> str | None:
+    """cogframe's name for the SAT tensor ``key`` in model kind ``kind``, or None when no table row matches it."""
+    return _translate(key, _SAT_TO_COGFRAME[_check_kind(kind)])
 
 
-def cogframe_to_sat_key(key: str) -> str | None:
-    """SAT's name for the cogframe tensor ``key``, or None when no table row matches it."""
-    return _translate(key, _COGFRAME_TO_SAT)
+def cogframe_to_sat_key(key: str, kind: str = COGVIDEO) -> str | None:
+    """SAT's name for the cogframe tensor ``key`` of model kind ``kind``, or None when no table row matches it."""
+    return _translate(key, _COGFRAME_TO_SAT[_check_kind(kind)])
 
 
-def rename_keys(keys: Iterable[str], *, to: str) -> tuple[dict[str, str], list[str]]:
+def rename_keys(keys: Iterable[str], *, to: str, kind: str = COGVIDEO) -> tuple[dict[str, str], list[str]]:
     """Maps names through :data:`SAT_KEY_TABLE`.
 
     Args:
         keys: Tensor names on one side.
         to: ``"cogframe"`` (the keys are SAT names) or ``"sat"`` (the keys are cogframe names).
+        kind: The cogframe model kind (``"cogvideo"`` or ``"super_resolution"``): which column.
 
     Returns:
         ``(mapping, unknown)``: ``mapping`` from each known key to its name on the other side, and
@@ -113,7 +151,7 @@ def rename_keys(keys: Iterable[str], *, to: str) -> tuple[dict[str, str], list[s
     mapping: dict[str, str] = {}
     unknown: list[str] = []
     for key in keys:
-        target = translate(key)
+        target = translate(key, kind)
         if target is None:
             unknown.append(key)
         else:
