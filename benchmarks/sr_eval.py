@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     stage = stages[0]
     load(plan)
     # The dataset keywords of tiny/prepare_sr (the clips the tiny models were trained on).
-    keywords = {"size": 32, "seed": 0, "speed": 4.0, "min_seconds": 2.0, "max_seconds": 5.0}
+    keywords = {"size": 32, "seed": 0}
     report = {"recipe": args.recipe, "overrides": args.overrides, "sampler": stage.sampler_node,
               "psnr_db": psnr_section(plan, stage, args.frames, keywords)}
     if args.prompts:

@@ -239,7 +239,7 @@ def test_stage_refuses_missing_weights_before_sampling(tmp_path):
         validate_recipe(cfg, get_registries())
 
 
-def test_demo_super_resolves_by_default_and_no_sr_skips_it(cli, tmp_path, sr_weights):
+def test_demo_sr_switch_adds_or_skips_the_stage(cli, tmp_path, sr_weights):
     common = ("--recipe", "tiny/sample_sr", "--rounds", "0")
     result = cli("demo", *common, "--out", str(tmp_path / "sr"), f"super_resolution.model.weights={sr_weights}")
     assert result.code == 0, result.err
@@ -252,7 +252,11 @@ def test_demo_super_resolves_by_default_and_no_sr_skips_it(cli, tmp_path, sr_wei
     assert result.code == 0, result.err
     record = json.loads(next((tmp_path / "plain").glob("*.json")).read_text())
     assert record["size"] == [32, 32] and "super_resolution" not in record["passes"]
-    result = cli("demo", "--sr", "--rounds", "0", "--out", str(tmp_path / "x"))
+    # --sr with the default recipe (tiny/sample) runs tiny/sample_sr.
+    result = cli("demo", "--sr", "--rounds", "0", "--out", str(tmp_path / "x"), f"super_resolution.model.weights={sr_weights}")
+    assert result.code == 0, result.err
+    assert json.loads(next((tmp_path / "x").glob("*.json")).read_text())["size"] == [96, 96]
+    result = cli("demo", "--sr", "--recipe", "tiny/sample_one_stage", "--rounds", "0", "--out", str(tmp_path / "y"))
     assert result.code == 2 and "lists no super_resolution stage" in result.err
 
 

@@ -19,6 +19,9 @@ HELP = "Generate a video with the shipped tiny models (recipe tiny/sample) and s
 RECIPE = "tiny/sample"
 DEFAULT_PROMPT = "a red circle moving left"
 SR_STAGE = "super_resolution"  # the stage --no-sr removes
+# --sr with the default recipe: the same pipeline plus super-resolution. Not the default yet: the
+# tiny SR model does not beat bicubic upscaling (docs/sampling.md, "Super-resolution").
+SR_RECIPE = "tiny/sample_sr"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pass and gives the same video in float32, the tiny recipe's dtype; in "
                              "bfloat16/float16 the rounding differs and so may some tokens)")
     parser.add_argument("--sr", action=argparse.BooleanOptionalAction, default=None,
-                        help="super-resolution: on by default when the recipe lists the super_resolution "
-                             "stage; --no-sr skips it (the key-frame-size video)")
+                        help="super-resolution: --sr adds it (recipe tiny/sample_sr: 96x96 px frames); on by "
+                             "default when --recipe lists the super_resolution stage; --no-sr skips it")
     parser.add_argument("--recipe", default=RECIPE, help=f"the sampling recipe (default: {RECIPE})")
     parser.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
                         help=f"extra overrides of the {RECIPE} recipe, e.g. rounds=2 guidance=1")
@@ -59,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     # rounds is a recipe variable the stages read, so it must be set before interpolations resolve.
     rounds = [] if args.rounds is None else [f"rounds={args.rounds}"]
     recipe = args.recipe
+    if args.sr and recipe == RECIPE:
+        recipe = SR_RECIPE  # the shipped pipeline plus its super-resolution stage
     cfg = load_recipe(recipe, [*args.overrides, *rounds])
     listed = [i for i, node in enumerate(cfg.get("stages") or []) if node.get("name") == SR_STAGE]
     if args.sr is False and listed:
