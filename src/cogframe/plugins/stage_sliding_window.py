@@ -88,15 +88,11 @@ class SlidingWindow:
             context.check_negative(self.prefix)
 
     def __call__(self, batch):
-        from cogframe.core.generation.decoder import DecodeOptions
         from cogframe.core.generation.sliding import extend_frames
+        from cogframe.plugins.stages import prefixed_decode_options
 
-        ctx, s = self.context, self.context.settings
-        guided = self.guidance != 1.0
-        options = DecodeOptions(ctx.sampler(), seed=batch.seed, guidance=self.guidance,
-                                negative=ctx.negative(self.prefix) if guided else None,
-                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel,
-                                compile=s.compile)
+        ctx = self.context
+        options = prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix)
         result = extend_frames(ctx.model(self.model), batch.tokens,
                                ctx.encode(batch.captions, self.prefix, suffix=self.suffix), boi_id=ctx.boi_id,
                                options=options, num_frames=self.num_frames, context=self.context_frames,

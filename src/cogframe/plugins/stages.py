@@ -29,7 +29,7 @@ from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
 
-__all__ = ["Interpolation", "KeyFrames", "LinearBlend", "Repeat"]
+__all__ = ["Interpolation", "KeyFrames", "LinearBlend", "Repeat", "prefixed_decode_options"]
 
 _RUNTIME = ("context", "fps")
 
@@ -55,6 +55,21 @@ def _duration(fps: float, frames: int, fmt: str) -> str:
 
     return duration_prefix(fps, frames, fmt)
 
+
+
+def prefixed_decode_options(ctx, seed: int, guidance: float, prefix: str):
+    """Decode options of a stage-1 model pass after a duration prefix (key frames, sliding window).
+
+    With guidance != 1 the negative branch is the prefix's negative prompt and the text bias is off
+    (the release's CFG setting); otherwise the recipe's text bias applies.
+    """
+    from cogframe.core.generation.decoder import DecodeOptions
+
+    s = ctx.settings
+    guided = guidance != 1.0
+    return DecodeOptions(ctx.sampler(), seed=seed, guidance=guidance,
+                         negative=ctx.negative(prefix) if guided else None,
+                         text_bias=0.0 if guided else s.text_bias, parallel=s.parallel, compile=s.compile)
 
 @component("stage", "key_frames", runtime_kwargs=_RUNTIME,
            description="Stage 1: the first frame (base channel), then the key frames with the KV cache.")
@@ -108,14 +123,9 @@ class KeyFrames:
         from cogframe.core.generation.generate import generate_key_frames
 
         ctx, s = self.context, self.context.settings
-        guided = self.guidance != 1.0
-        options = DecodeOptions(ctx.sampler(), seed=batch.seed, guidance=self.guidance,
-                                negative=ctx.negative(self.prefix) if guided else None,
-                                text_bias=0.0 if guided else s.text_bias, parallel=s.parallel,
-                                compile=s.compile)
+        options = prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix)
         first = DecodeOptions(ctx.sampler(first_frame=True), seed=batch.seed, text_bias=s.text_bias,
-                              parallel=s.parallel,
-                                compile=s.compile)
+                              parallel=s.parallel, compile=s.compile)
         result = generate_key_frames(
             ctx.model(self.model), ctx.encode(batch.captions, self.prefix, suffix=self.suffix),
             boi_id=ctx.boi_id, options=options, first_options=first,
