@@ -126,6 +126,8 @@ LONG = "a red circle moving left then a blue square moving right then a green tr
     (["stages=[{name: key_frames}, {name: linear_blend, rounds: 1}, {name: interpolation, rounds: 1}]"],
      r"stages.2 \(interpolation\): .*works on token grids but comes after a pixel stage"),
     (["stages.1.name=warp"], r"unknown stage 'warp'"),
+    (["stages.1.token_sampler=greedy"], r"token_sampler: expected a sampler section such as \{name: top_k"),
+    (["stages.1.token_sampler={name: warm}"], r"warm"),
     (["stage2=null"], r"stage2: the recipe has no such section but the interpolation stage reads its model"),
     (["guidance=3"], r"negative_prompt: is empty but guidance is 3"),
     (["stage1.model.weights=/nonexistent/stage1.safetensors"],
@@ -288,13 +290,24 @@ def test_stage_2_reads_the_raw_caption_and_the_video_suffix_needs_stage_1_guidan
 
 # ------------------------------------------------------------------------------ stages
 def test_unmasked_prefix_option_reaches_the_stage_2_decoder(assets):
-    default = _generated()
-    release = _generated("+stages.1.unmasked_prefix=true")
+    # 4x4 windows (the preset's): the unmasked prefix then changes the filled frames.
+    windows = "stage2.model.overrides.temporal={window: [4, 4], shift: [2, 2]}"
+    default = _generated(windows)
+    release = _generated(windows, "+stages.1.unmasked_prefix=true")
     assert torch.equal(release.tokens[:, 0::2], default.tokens[:, 0::2])  # same key frames
-    # The tiny stage-2 model has 4x4 windows, so the unmasked prefix changes the filled frames.
     assert not torch.equal(release.tokens, default.tokens)
     official = load_recipe("cogvideo_9b/sample_official", ["weights_dir=/nonexistent"])
     assert official.stages[1].unmasked_prefix is True
+
+
+def test_interpolation_stage_takes_its_own_token_sampler(assets):
+    default = _generated()
+    greedy = _generated("stages.1.token_sampler={name: greedy}")
+    assert torch.equal(greedy.tokens[:, 0::2], default.tokens[:, 0::2])  # key frames: the recipe's sampler
+    assert not torch.equal(greedy.tokens, default.tokens)                 # filled frames: greedy
+    # Greedy filling depends only on the key frames, not on the seed's draws in stage 2.
+    again = _generated("stages.1.token_sampler={name: greedy}")
+    assert torch.equal(greedy.tokens, again.tokens)
 
 
 def test_validate_hands_its_plan_to_run(cli, assets, tmp_path, monkeypatch):

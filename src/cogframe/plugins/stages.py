@@ -153,6 +153,9 @@ class Interpolation:
             channel unmasked, as the released cache model does; use it to reproduce the release
             with converted weights. False: the training mask in every pass.
         model: The recipe section of the interpolation model (default ``stage2``).
+        token_sampler: This stage's own token sampler (``{name: top_k, k: 3}``); None: the
+            recipe's ``token_sampler``. Interpolation is far less uncertain than key-frame
+            generation (the neighbours fix where the object is), so it may want a colder one.
         context: Supplied by the task.
         fps: Supplied by the task: the rate of the incoming frames.
     """
@@ -161,10 +164,16 @@ class Interpolation:
     space = "tokens"
 
     def __init__(self, rounds: int = 3, guidance: float = 1.0, window_batch: int | None = None,
-                 unmasked_prefix: bool = False, model: str = "stage2", *, context,
+                 unmasked_prefix: bool = False, model: str = "stage2", token_sampler=None, *, context,
                  fps: float | None = None) -> None:
         _check_rounds(rounds)
         fps = _check_after_frames(fps, self.name)
+        if token_sampler is not None and not (hasattr(token_sampler, "get") and token_sampler.get("name")):
+            raise ConfigError(f"token_sampler: expected a sampler section such as {{name: top_k, k: 3}} or null, "
+                              f"got {token_sampler!r}")
+        if token_sampler is not None:
+            context.registries.get("token_sampler", token_sampler.get("name"))  # unknown names fail here
+        self.token_sampler, self._sampler = token_sampler, None
         if window_batch is not None and window_batch < 1:
             raise ConfigError(f"window_batch: must be a whole number >= 1 or null, got {window_batch}")
         self.context, self.model, self.rounds = context, model, rounds
@@ -203,7 +212,9 @@ class Interpolation:
             return batch.advance(self.name, passes=0)
         ctx, s = self.context, self.context.settings
         guided = self.guidance != 1.0
-        options = DecodeOptions(ctx.sampler(), seed=batch.seed, guidance=self.guidance,
+        if self._sampler is None:
+            self._sampler = ctx.sampler() if self.token_sampler is None else ctx.build_sampler(self.token_sampler)
+        options = DecodeOptions(self._sampler, seed=batch.seed, guidance=self.guidance,
                                 text_bias=0.0 if guided else s.text_bias, parallel=s.parallel, compile=s.compile,
                                 unmasked_prefix=self.unmasked_prefix)
         result = interpolate(

@@ -202,6 +202,16 @@ class SampleContext:
         pixels = (torch.cat(parts) * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return pixels.reshape(batch, count, *pixels.shape[1:]).contiguous()
 
+    def build_sampler(self, node):
+        """Build a token sampler from a recipe node (``{name: top_k, k: 3}``) after :meth:`load`.
+
+        Stages with their own ``token_sampler`` option use it; samplers that read the image
+        tokenizer get the loaded one.
+        """
+        if self.image_tokenizer is None:
+            raise ConfigError("build_sampler needs the image tokenizer: call load() first")
+        return self._build_sampler(node)
+
     def _build_sampler(self, node):
         spec = self.registries.get("token_sampler", node.get("name"))
         runtime = {"image_tokenizer": self.image_tokenizer} if "image_tokenizer" in spec.runtime_kwargs else {}
