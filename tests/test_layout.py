@@ -56,6 +56,16 @@ def test_loss_masks_per_stage(cogvideo):
     assert t2i.loss_mask("text_to_image")[64:].all()
 
 
+def test_stage_1_loss_can_count_frame_0(cogvideo):
+    # A stage 1 without a text-to-image base (train.first_frame_loss) learns frame 0 as well.
+    with_first = cogvideo.loss_mask("sequential", first_frame=True)
+    frame_0 = cogvideo.frame_range(0)
+    assert with_first[frame_0.start:frame_0.stop].all() and not with_first[:frame_0.start].any()
+    assert torch.equal(with_first[frame_0.stop:], cogvideo.loss_mask("sequential")[frame_0.stop:])
+    with pytest.raises(ValueError, match="stage-1"):
+        cogvideo.loss_mask("interpolation", first_frame=True)
+
+
 def test_stage2_inference_order_keeps_natural_positions(cogvideo):
     assert cogvideo.inference_frame_order("interpolation") == (0, 2, 4, 1, 3)
     slots = cogvideo.inference_slots("interpolation")

@@ -126,7 +126,8 @@ LONG = "a red circle moving left then a blue square moving right then a green tr
     (["stages=[{name: key_frames}, {name: linear_blend, rounds: 1}, {name: interpolation, rounds: 1}]"],
      r"stages.2 \(interpolation\): .*works on token grids but comes after a pixel stage"),
     (["stages.1.name=warp"], r"unknown stage 'warp'"),
-    (["stages.1.token_sampler=greedy"], r"token_sampler: expected a sampler section such as \{name: top_k"),
+    (["+stages.0.first_frame=all"], r"first_frame: 'all' is not a choice; use 'base'"),
+    (["~stages.1.token_sampler", "+stages.1.token_sampler=greedy"], r"token_sampler: expected a sampler section such as \{name: top_k"),
     (["stages.1.token_sampler={name: warm}"], r"warm"),
     (["stage2=null"], r"stage2: the recipe has no such section but the interpolation stage reads its model"),
     (["guidance=3"], r"negative_prompt: is empty but guidance is 3"),
@@ -290,23 +291,32 @@ def test_stage_2_reads_the_raw_caption_and_the_video_suffix_needs_stage_1_guidan
 
 # ------------------------------------------------------------------------------ stages
 def test_unmasked_prefix_option_reaches_the_stage_2_decoder(assets):
-    # 4x4 windows (the preset's): the unmasked prefix then changes the filled frames.
-    windows = "stage2.model.overrides.temporal={window: [4, 4], shift: [2, 2]}"
-    default = _generated(windows)
-    release = _generated(windows, "+stages.1.unmasked_prefix=true")
+    # tiny/sample keeps the preset's 4x4 windows: the unmasked prefix then changes the filled frames.
+    default = _generated()
+    release = _generated("+stages.1.unmasked_prefix=true")
     assert torch.equal(release.tokens[:, 0::2], default.tokens[:, 0::2])  # same key frames
     assert not torch.equal(release.tokens, default.tokens)
     official = load_recipe("cogvideo_9b/sample_official", ["weights_dir=/nonexistent"])
     assert official.stages[1].unmasked_prefix is True
 
 
+def test_key_frames_can_generate_frame_0_through_both_channels(assets):
+    # `both` (a stage 1 without a text-to-image base, tiny/stage1_scratch): frame 0 as trained.
+    base = _generated("rounds=0")
+    both = _generated("rounds=0", "+stages.0.first_frame=both")
+    assert not torch.equal(both.tokens[:, 0], base.tokens[:, 0])
+    again = _generated("rounds=0", "+stages.0.first_frame=base")
+    assert torch.equal(again.tokens, base.tokens)  # `base` is the default (the release)
+
+
 def test_interpolation_stage_takes_its_own_token_sampler(assets):
-    default = _generated()
-    greedy = _generated("stages.1.token_sampler={name: greedy}")
-    assert torch.equal(greedy.tokens[:, 0::2], default.tokens[:, 0::2])  # key frames: the recipe's sampler
-    assert not torch.equal(greedy.tokens, default.tokens)                 # filled frames: greedy
+    greedy = _generated()                                       # tiny/sample fills greedily
+    assert OmegaConf.select(load_recipe("tiny/sample"), "stages.1.token_sampler.name") == "greedy"
+    top_k = _generated("stages.1.token_sampler=null")           # null: the recipe's top-k 10
+    assert torch.equal(top_k.tokens[:, 0::2], greedy.tokens[:, 0::2])  # key frames: the recipe's sampler
+    assert not torch.equal(top_k.tokens, greedy.tokens)                 # filled frames: their own
     # Greedy filling depends only on the key frames, not on the seed's draws in stage 2.
-    again = _generated("stages.1.token_sampler={name: greedy}")
+    again = _generated()
     assert torch.equal(greedy.tokens, again.tokens)
 
 
@@ -344,7 +354,8 @@ def test_a_third_party_stage_plugs_in_by_name(assets, tmp_path):
         registries.register(Reverse, origin="test")
         pixels, record = {}, None
         for name, extra in (("plain", []), ("reversed", ["stages=[{name: key_frames}, {name: interpolation, "
-                                                          "rounds: 1}, {name: reverse}]"])):
+                                                          "rounds: 1, token_sampler: {name: greedy}}, "
+                                                          "{name: reverse}]"])):
             cfg = load_recipe("tiny/sample", [f"out={tmp_path}/{name}", *SMALL, *SIDE, *extra])
             plan = plan_sample(cfg, registries)
             load(plan)

@@ -146,6 +146,20 @@ def test_video_stage_refuses_to_freeze_a_random_backbone(workspace, tmp_path, ca
     assert "freeze a random backbone" in capsys.readouterr().err
 
 
+def test_stage_1_from_scratch_can_learn_frame_0(workspace, tmp_path):
+    # train.first_frame_loss adds frame 0 to the loss. Same seed, data and code path: were the flag
+    # ignored, the first step's loss would be bitwise the same (near-uniform logits at init keep
+    # the two close, hence exact inequality rather than a tolerance).
+    losses = {}
+    for flag in (False, True):
+        out = tmp_path / f"scratch_{flag}"
+        recipe = write_recipe(tmp_path / f"scratch_{flag}.yaml", "tiny_stage1", out, workspace["video_shards"],
+                              workspace["tok"], train={"steps": 1, "first_frame_loss": flag})
+        assert main(["run", str(recipe), "+model.init={from: null, freeze_inherited: false}"]) == 0
+        losses[flag] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert losses[True] != losses[False]
+
+
 def test_fresh_run_does_not_mix_into_earlier_checkpoints(workspace, t2i_run, capsys):
     root = workspace["root"]
     recipe = root / "t2i.yaml"
@@ -176,6 +190,7 @@ def test_fresh_run_does_not_mix_into_earlier_checkpoints(workspace, t2i_run, cap
     ("+distributed.param_dtpe=float32", "distributed.param_dtpe: section 'distributed' takes no keyword"),
     ("+plan.devices=[0]", "plan.devices: must be a list of positive integers, got [0]"),
     ("data.shards=null", "data.shards: section 'data' expects str for 'shards', got NoneType None"),
+    ("+train.first_frame_loss=true", "train.first_frame_loss: is true but the model is a text_to_image model"),
 ])
 def test_bad_train_settings_exit_2_with_the_key(cli, override, message):
     result = cli("validate", "tiny/t2i", override)

@@ -83,6 +83,10 @@ class KeyFrames:
 
     Args:
         model: The recipe section of the key-frame model (default ``stage1``).
+        first_frame: ``base``: frame 0 through the base channel with the bare caption, as the
+            release does (its base is the inherited text-to-image model); ``both``: through both
+            channels with the duration-prefixed caption, as training sees it (a stage 1 trained
+            from random initialisation, ``tiny/stage1_scratch``, has no text-to-image base).
         context: Supplied by the task.
         fps: Supplied by the task (None: this is the first stage).
     """
@@ -90,7 +94,12 @@ class KeyFrames:
     name = "key_frames"
     space = "tokens"
 
-    def __init__(self, model: str = "stage1", *, context, fps: float | None = None) -> None:
+    def __init__(self, model: str = "stage1", first_frame: str = "base", *, context,
+                 fps: float | None = None) -> None:
+        if first_frame not in ("base", "both"):
+            raise ConfigError(f"first_frame: {first_frame!r} is not a choice; use 'base' (frame 0 through "
+                              "the base channel, the release) or 'both' (both channels, as trained)")
+        self.first_frame = first_frame
         self.context, self.model = context, model
         self.models = (model,)
         config = context.model_config(model, needed_by=self.name)
@@ -126,10 +135,11 @@ class KeyFrames:
         options = prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix)
         first = DecodeOptions(ctx.sampler(first_frame=True), seed=batch.seed, text_bias=s.text_bias,
                               parallel=s.parallel, compile=s.compile)
+        both = self.first_frame == "both"
         result = generate_key_frames(
             ctx.model(self.model), ctx.encode(batch.captions, self.prefix, suffix=self.suffix),
-            boi_id=ctx.boi_id, options=options, first_options=first,
-            first_prompt=ctx.encode(batch.captions, None, suffix=s.first_frame_suffix))
+            boi_id=ctx.boi_id, options=options, first_options=first, first_frame_temporal=both,
+            first_prompt=None if both else ctx.encode(batch.captions, None, suffix=s.first_frame_suffix))
         return batch.advance(self.name, tokens=result.frames, passes=result.passes, fps=self.output_fps)
 
 

@@ -102,6 +102,10 @@ class TrainTask:
             return found + [Problem("model", str(exc), "")]
         if sections is not None:
             found += _sample_problems(cfg, sections, config)
+            if sections["train"].first_frame_loss and config.stage.value != "sequential":
+                found.append(Problem("train.first_frame_loss", f"is true but the model is a {config.stage.value} "
+                                     "model (training frame 0 is a stage-1 option)",
+                                     "set train.first_frame_loss=false"))
         for key in ("model.init.from", "model.weights"):
             path = OmegaConf.select(cfg, key)
             if path and not Path(str(path)).exists():
@@ -270,7 +274,7 @@ def _build_preview(cfg: DictConfig, registries: Registries, settings, config, to
         text_tokenizer=tokenizer, image_tokenizer=registries.build("image_tokenizer", cfg.image_tokenizer),
         sampler=registries.build("token_sampler", sampler), text_len=config.layout.text_len,
         prompts=settings.sample_prompts, fps=settings.sample_fps, key_frames=config.layout.frames,
-        windows=windows, seed=settings.sample_seed)
+        windows=windows, seed=settings.sample_seed, first_frame_temporal=settings.first_frame_loss)
 
 
 @hookimpl

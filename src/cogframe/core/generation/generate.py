@@ -51,16 +51,21 @@ def _require_stage(model, stage: Stage, what: str) -> None:
 
 
 def generate_first_frame(
-    model, prompt: TextPrompt, *, boi_id: int, options: DecodeOptions
+    model, prompt: TextPrompt, *, boi_id: int, options: DecodeOptions, use_temporal: bool = False
 ) -> DecodeResult:
     """Frame 0 of a stage-1 model through the base channel only (exactly CogView2).
+
+    Args:
+        use_temporal: Also run the temporal channel, as training does for frame 0. The release
+            keeps it off (the inherited base is a text-to-image model); a stage 1 trained from
+            random initialisation has no such base and needs it on.
 
     Returns:
         A result whose ``frames`` is ``[B, 1, h, w]``.
     """
     _require_stage(model, Stage.SEQUENTIAL, "the first frame")
     result = decode_frames(model, prompt, boi_id=boi_id, options=options, generated_frames=(0,),
-                           use_temporal=False)
+                           use_temporal=use_temporal)
     result.frames = result.frames[:, :1]
     return result
 
@@ -74,6 +79,7 @@ def generate_key_frames(
     first_frame: torch.Tensor | None = None,
     first_prompt: TextPrompt | None = None,
     first_options: DecodeOptions | None = None,
+    first_frame_temporal: bool = False,
     return_logits: bool = False,
 ) -> DecodeResult:
     """Stage 1: the key frames of a batch of prompts.
@@ -86,6 +92,8 @@ def generate_key_frames(
         first_frame: ``[B, h, w]`` tokens of frame 0; None generates it (base channel only).
         first_prompt: Prompt of the first frame (default: ``prompt``).
         first_options: Sampling of the first frame (default: ``options``).
+        first_frame_temporal: Generate frame 0 through both channels (see
+            :func:`generate_first_frame`).
         return_logits: Keep the logits of frames 1..T-1 (tests).
 
     Returns:
@@ -96,7 +104,8 @@ def generate_key_frames(
     passes = 0
     if first_frame is None:
         first = generate_first_frame(model, (first_prompt or prompt).expand(prompt.batch), boi_id=boi_id,
-                                     options=first_options or options)
+                                     options=first_options or options,
+                                     use_temporal=first_frame_temporal)
         first_frame, passes = first.frames[:, 0], first.passes
     expected = (prompt.batch, layout.frame_height, layout.frame_width)
     if tuple(first_frame.shape) != expected:

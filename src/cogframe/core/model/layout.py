@@ -306,13 +306,25 @@ class TokenLayout:
         given = set(self.given_frames(stage))
         return tuple(t for t in range(self.frames) if t not in given)
 
-    def loss_mask(self, stage: Stage | str, device: torch.device | str | None = None) -> torch.Tensor:
+    def loss_mask(self, stage: Stage | str, device: torch.device | str | None = None, *,
+                  first_frame: bool = False) -> torch.Tensor:
         """``[seq_len]`` bool: True where the label counts in the loss (frames 1-4 in
-        stage 1, frames 1 and 3 in stage 2; pretrain_cogvideo.py)."""
+        stage 1, frames 1 and 3 in stage 2; pretrain_cogvideo.py).
+
+        Args:
+            stage: The model's stage.
+            device: Where the mask lives.
+            first_frame: Stage 1 only: count frame 0 too. The release never trains it (CogView2
+                draws it); a stage 1 without an inherited text-to-image model has to.
+        """
         import torch
 
+        stage = Stage.parse(stage)
+        if first_frame and stage is not Stage.SEQUENTIAL:
+            raise ValueError(f"first_frame=True is a stage-1 (sequential) option, not one of {stage.value}")
         mask = torch.zeros(self.seq_len, dtype=torch.bool, device=device)
-        for t in self.target_frames(stage):
+        frames = sorted({*self.target_frames(stage), *((0,) if first_frame else ())})
+        for t in frames:
             r = self.frame_range(t)
             mask[r.start:r.stop] = True
         return mask

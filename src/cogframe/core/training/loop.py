@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 from cogframe.core.training.batches import StepBatches
 from cogframe.core.training.checkpoint import TrainerState
 from cogframe.core.training.settings import TrainSettings
+from cogframe.core.model.layout import Stage
 from cogframe.core.model.transformer import CogVideoTransformer, loss_fn
-from cogframe.errors import ConfigError, problems_error
+from cogframe.errors import ConfigError, Problem, problems_error
 
 __all__ = ["TrainSettings", "Logger", "train", "lr_at", "select_device", "autocast_dtype"]
 
@@ -83,14 +84,13 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _evaluate(model, layout, stage, val: StepBatches | None, n_batches, boi_id, device, amp,
+def _evaluate(model, layout, loss_mask, val: StepBatches | None, n_batches, boi_id, device, amp,
               ctx) -> float | None:
     if val is None or n_batches == 0:
         return None
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    loss_mask = layout.loss_mask(stage, device)
     with torch.no_grad():
         for i in range(n_batches):
             batch = val.batch(i, 0, ctx.rank, ctx.world_size)
@@ -182,7 +182,11 @@ def train(
             step = state.step
             ctx.print(f"resumed from {found} at step {step}")
     history: list[dict[str, Any]] = []
-    loss_mask = layout.loss_mask(stage, device)
+    if settings.first_frame_loss and stage is not Stage.SEQUENTIAL:
+        raise problems_error("the train settings are invalid", [Problem(
+            "train.first_frame_loss", f"is true but the model is a {stage.value} model (frame 0 is "
+            "a stage-1 option)", "set train.first_frame_loss=false")])
+    loss_mask = layout.loss_mask(stage, device, first_frame=settings.first_frame_loss)
     model.train()
     bar = tqdm(total=settings.steps, initial=step, disable=not (settings.progress and ctx.is_main),
                desc=f"train {stage.value}", unit="step", dynamic_ncols=True)
@@ -191,7 +195,7 @@ def train(
         if settings.eval_at_start and step == 0 and val_data is not None:
             # The untrained baseline (a fine-tune's "before"), logged at step 0; not kept as
             # val_loss, which stays the loss of the trained model.
-            start_loss = _evaluate(model, layout, stage, val_data, settings.eval_batches, boi_id,
+            start_loss = _evaluate(model, layout, loss_mask, val_data, settings.eval_batches, boi_id,
                                    device, amp, ctx)
             if ctx.is_main:
                 for logger in loggers:
@@ -226,7 +230,7 @@ def train(
             metrics = {"loss": last_loss, "lr": lr, "grad_norm": grad_norm,
                        "tokens_per_s": ctx.sum(tokens) / elapsed}
             if settings.eval_every and (step % settings.eval_every == 0 or step == settings.steps):
-                val_loss = _evaluate(model, layout, stage, val_data, settings.eval_batches, boi_id,
+                val_loss = _evaluate(model, layout, loss_mask, val_data, settings.eval_batches, boi_id,
                                      device, amp, ctx)
                 metrics["val_loss"] = val_loss
             if ctx.is_main and (step % settings.log_every == 0 or step == settings.steps

@@ -12,7 +12,8 @@ What is sampled:
 * **stage 1** (a sequential model): the key frames of ``sample_prompts`` at ``sample_fps`` (its
   duration prefix, as ``cogframe run tiny/sample`` would prompt), generated exactly as the
   ``key_frames`` stage does (:func:`cogframe.core.generation.generate.generate_key_frames`: the
-  first frame through the base channel, then the KV-cached key frames, parallel waves), with
+  first frame through the base channel, or both channels after ``train.first_frame_loss``, then
+  the KV-cached key frames, parallel waves), with
   seed ``sample_seed`` and the run's token sampler;
 * **stage 2** (an interpolation model): the first ``sample_windows`` windows of the validation
   shards; the model fills frames 1 and 3 between the real frames 0, 2 and 4 (one round, the
@@ -103,6 +104,8 @@ class TrainingPreview:
         seed: Sampling seed (the same clips' randomness at every step).
         prefix_format: Format of the duration prefix (``"{:.1f}s"``).
         display_scale: Nearest-neighbour upscaling of the written files (tiny 32x32 clips).
+        first_frame_temporal: Stage 1: frame 0 through both channels (a model trained with
+            ``train.first_frame_loss``, sampled with the key_frames stage's ``first_frame: both``).
 
     Raises:
         ConfigError: A stage without a video preview, no prompts or windows, or a prompt too long
@@ -112,7 +115,7 @@ class TrainingPreview:
     def __init__(self, run_dir: str | os.PathLike, every: int, *, stage: Stage, text_tokenizer, image_tokenizer,
                  sampler, text_len: int, prompts: Sequence[str] = (), fps: float = 1.0, key_frames: int = 5,
                  windows: Sequence[dict] = (), seed: int = 0, prefix_format: str = "{:.1f}s",
-                 display_scale: int = 4) -> None:
+                 display_scale: int = 4, first_frame_temporal: bool = False) -> None:
         from cogframe.core.generation.prompts import encode_prompts
         from cogframe.core.io.frame_rate import duration_prefix
 
@@ -122,6 +125,7 @@ class TrainingPreview:
         self.text_tokenizer, self.image_tokenizer, self.sampler = text_tokenizer, image_tokenizer, sampler
         self.seed, self.scale, self.fps = int(seed), max(1, int(display_scale)), float(fps)
         self._cleaned = False
+        self.first_frame_temporal = bool(first_frame_temporal)
         if self.stage is Stage.SEQUENTIAL:
             if not prompts:
                 raise ConfigError("train.sample_prompts is empty; give the captions to sample, e.g. "
@@ -184,7 +188,8 @@ class TrainingPreview:
                         return TextPrompt(p.ids.to(device), p.mask().to(device))
 
                     result = generate_key_frames(model, on(self.prompt), boi_id=self.text_tokenizer.boi_id,
-                                                 options=options, first_prompt=on(self.first_prompt))
+                                                 options=options, first_prompt=on(self.first_prompt),
+                                                 first_frame_temporal=self.first_frame_temporal)
                     pixels = self._decode(result.frames)
                     return [PreviewClip(f"{i:02d}_{_slug(c)}", c, pixels[i], self.fps)
                             for i, c in enumerate(self.captions)]

@@ -147,6 +147,10 @@ class TrainSettings:
         sample_seed: Seed of the samples (the same randomness at every step), in [0, 2**63).
         sample_fps: Stage 1: the key-frame rate of the samples (their duration prefix), > 0.
         sample_windows: Stage 2: how many validation windows are interpolated (>= 1).
+        first_frame_loss: Stage 1: train frame 0 too. The release does not (CogView2 draws frame
+            0 and its weights are frozen); a stage 1 trained from random initialisation
+            (``tiny/stage1_scratch``) must, or nothing ever learns to draw frame 0. Sample such a
+            model with the key_frames stage's ``first_frame: both``.
     """
 
     steps: int
@@ -179,6 +183,7 @@ class TrainSettings:
     sample_seed: int = 0
     sample_fps: float = 1.0
     sample_windows: int = 4
+    first_frame_loss: bool = False
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
