@@ -126,7 +126,7 @@ LONG = "a red circle moving left then a blue square moving right then a green tr
     (["stages=[{name: key_frames}, {name: linear_blend, rounds: 1}, {name: interpolation, rounds: 1}]"],
      r"stages.2 \(interpolation\): .*works on token grids but comes after a pixel stage"),
     (["stages.1.name=warp"], r"unknown stage 'warp'"),
-    (["+stages.0.first_frame=all"], r"first_frame: 'all' is not a choice; use 'base'"),
+    (["stages.0.first_frame=all"], r"first_frame: 'all' is not a choice; use 'base'"),
     (["~stages.1.token_sampler", "+stages.1.token_sampler=greedy"], r"token_sampler: expected a sampler section such as \{name: top_k"),
     (["stages.1.token_sampler={name: warm}"], r"warm"),
     (["stage2=null"], r"stage2: the recipe has no such section but the interpolation stage reads its model"),
@@ -276,7 +276,7 @@ def test_stage_2_reads_the_raw_caption_and_the_video_suffix_needs_stage_1_guidan
 
     monkeypatch.setattr(SentencePieceTokenizer, "encode_prompt", recording)
     caption = "a red circle moving left"
-    common = ["rounds=2", "caption_suffix=' up'", "first_frame_suffix=' left'"]
+    common = ["rounds=2", "caption_suffix=' up'", "first_frame_suffix=' left'", "stages.0.first_frame=base"]
     _generated(*common, captions=(caption,))
     assert {c for c, _ in seen} == {caption + " left", caption}  # guidance 1: no video suffix anywhere
     seen.clear()
@@ -301,12 +301,14 @@ def test_unmasked_prefix_option_reaches_the_stage_2_decoder(assets):
 
 
 def test_key_frames_can_generate_frame_0_through_both_channels(assets):
-    # `both` (a stage 1 without a text-to-image base, tiny/stage1_scratch): frame 0 as trained.
-    base = _generated("rounds=0")
-    both = _generated("rounds=0", "+stages.0.first_frame=both")
+    # tiny/stage1 trains frame 0 (train.first_frame_loss), so tiny/sample draws it with both channels;
+    # `base` is the release's way (and the stage's default): the base channel alone.
+    both = _generated("rounds=0")
+    assert OmegaConf.select(load_recipe("tiny/sample"), "stages.0.first_frame") == "both"
+    base = _generated("rounds=0", "stages.0.first_frame=base")
     assert not torch.equal(both.tokens[:, 0], base.tokens[:, 0])
-    again = _generated("rounds=0", "+stages.0.first_frame=base")
-    assert torch.equal(again.tokens, base.tokens)  # `base` is the default (the release)
+    default = _generated("rounds=0", "stages.0={name: key_frames}")
+    assert torch.equal(default.tokens, base.tokens)
 
 
 def test_interpolation_stage_takes_its_own_token_sampler(assets):
@@ -353,7 +355,7 @@ def test_a_third_party_stage_plugs_in_by_name(assets, tmp_path):
     try:
         registries.register(Reverse, origin="test")
         pixels, record = {}, None
-        for name, extra in (("plain", []), ("reversed", ["stages=[{name: key_frames}, {name: interpolation, "
+        for name, extra in (("plain", []), ("reversed", ["stages=[{name: key_frames, first_frame: both}, {name: interpolation, "
                                                           "rounds: 1, token_sampler: {name: greedy}}, "
                                                           "{name: reverse}]"])):
             cfg = load_recipe("tiny/sample", [f"out={tmp_path}/{name}", *SMALL, *SIDE, *extra])

@@ -85,8 +85,9 @@ class KeyFrames:
         model: The recipe section of the key-frame model (default ``stage1``).
         first_frame: ``base``: frame 0 through the base channel with the bare caption, as the
             release does (its base is the inherited text-to-image model); ``both``: through both
-            channels with the duration-prefixed caption, as training sees it (a stage 1 trained
-            from random initialisation, ``tiny/stage1_scratch``, has no text-to-image base).
+            channels with the duration-prefixed caption, as training sees it, for a stage 1
+            trained with ``train.first_frame_loss`` (``tiny/stage1``; ``first_frame_suffix`` is
+            then unused).
         context: Supplied by the task.
         fps: Supplied by the task (None: this is the first stage).
     """
