@@ -186,7 +186,9 @@ def train(
         raise problems_error("the train settings are invalid", [Problem(
             "train.first_frame_loss", f"is true but the model is a {stage.value} model (frame 0 is "
             "a stage-1 option)", "set train.first_frame_loss=false")])
-    loss_mask = layout.loss_mask(stage, device, first_frame=settings.first_frame_loss)
+    # Only video layouts take first_frame (the super-resolution layout's loss_mask does not).
+    extra = {"first_frame": True} if settings.first_frame_loss else {}
+    loss_mask = layout.loss_mask(stage, device, **extra)
     model.train()
     bar = tqdm(total=settings.steps, initial=step, disable=not (settings.progress and ctx.is_main),
                desc=f"train {stage.value}", unit="step", dynamic_ncols=True)
