@@ -101,11 +101,9 @@ class TrainTask:
         except ConfigError as exc:
             return found + [Problem("model", str(exc), "")]
         if sections is not None:
-            found += _sample_problems(cfg, sections, config)
-            if sections["train"].first_frame_loss and config.stage.value != "sequential":
-                found.append(Problem("train.first_frame_loss", f"is true but the model is a {config.stage.value} "
-                                     "model (training frame 0 is a stage-1 option)",
-                                     "set train.first_frame_loss=false"))
+            from cogframe.core.training.settings import stage_problems
+
+            found += _sample_problems(cfg, sections, config) + stage_problems(sections["train"], config.stage.value)
         for key in ("model.init.from", "model.weights"):
             path = OmegaConf.select(cfg, key)
             if path and not Path(str(path)).exists():

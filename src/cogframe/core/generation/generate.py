@@ -53,12 +53,13 @@ def _require_stage(model, stage: Stage, what: str) -> None:
 def generate_first_frame(
     model, prompt: TextPrompt, *, boi_id: int, options: DecodeOptions, use_temporal: bool = False
 ) -> DecodeResult:
-    """Frame 0 of a stage-1 model through the base channel only (exactly CogView2).
+    """Frame 0 of a stage-1 model: through the base channel only (exactly CogView2), by default.
 
     Args:
         use_temporal: Also run the temporal channel, as training does for frame 0. The release
-            keeps it off (the inherited base is a text-to-image model); a stage 1 trained from
-            random initialisation has no such base and needs it on.
+            keeps it off (its frozen base is the text-to-image model that draws frame 0); a stage
+            1 trained with ``train.first_frame_loss`` (``tiny/stage1``) learnt frame 0 through
+            both channels and needs it on.
 
     Returns:
         A result whose ``frames`` is ``[B, 1, h, w]``.

@@ -25,10 +25,9 @@ from tqdm.auto import tqdm
 
 from cogframe.core.training.batches import StepBatches
 from cogframe.core.training.checkpoint import TrainerState
-from cogframe.core.training.settings import TrainSettings
-from cogframe.core.model.layout import Stage
+from cogframe.core.training.settings import TrainSettings, stage_problems
 from cogframe.core.model.transformer import CogVideoTransformer, loss_fn
-from cogframe.errors import ConfigError, Problem, problems_error
+from cogframe.errors import ConfigError, problems_error
 
 __all__ = ["TrainSettings", "Logger", "train", "lr_at", "select_device", "autocast_dtype"]
 
@@ -182,10 +181,8 @@ def train(
             step = state.step
             ctx.print(f"resumed from {found} at step {step}")
     history: list[dict[str, Any]] = []
-    if settings.first_frame_loss and stage is not Stage.SEQUENTIAL:
-        raise problems_error("the train settings are invalid", [Problem(
-            "train.first_frame_loss", f"is true but the model is a {stage.value} model (frame 0 is "
-            "a stage-1 option)", "set train.first_frame_loss=false")])
+    if problems := stage_problems(settings, stage.value):  # checked at validation for recipes
+        raise problems_error("the train settings are invalid", problems)
     # Only video layouts take first_frame (the super-resolution layout's loss_mask does not).
     extra = {"first_frame": True} if settings.first_frame_loss else {}
     loss_mask = layout.loss_mask(stage, device, **extra)

@@ -148,9 +148,10 @@ class TrainSettings:
         sample_fps: Stage 1: the key-frame rate of the samples (their duration prefix), > 0.
         sample_windows: Stage 2: how many validation windows are interpolated (>= 1).
         first_frame_loss: Stage 1: train frame 0 too. The release does not (CogView2 draws frame
-            0 and its weights are frozen); a stage 1 trained from random initialisation
-            (``tiny/stage1_scratch``) must, or nothing ever learns to draw frame 0. Sample such a
-            model with the key_frames stage's ``first_frame: both``.
+            0 and its weights are frozen); a stage 1 whose base trains or is random
+            (``tiny/stage1``, ``tiny/stage1_scratch``) does, or frame 0 is never learnt through
+            the channels that draw it. Sample such a model with the key_frames stage's
+            ``first_frame: both``.
     """
 
     steps: int
@@ -240,6 +241,14 @@ class TrainSettings:
         if self.compile and (problem := compile_toolchain_problem(self.device, "compile")) is not None:
             out.append(problem)
         return out
+
+
+def stage_problems(settings: TrainSettings, stage: str) -> list[Problem]:
+    """Settings that only one stage takes (empty when they fit ``stage``, the model's stage value)."""
+    if settings.first_frame_loss and stage != "sequential":
+        return [Problem("train.first_frame_loss", f"is true but the model is a {stage} model (training "
+                        "frame 0 is a stage-1 option)", "set train.first_frame_loss=false")]
+    return []
 
 
 def sample_problems(settings: TrainSettings, stage: str, *, has_image_tokenizer: bool,
