@@ -111,10 +111,12 @@ def test_compiled_decoding_follows_eager_decoding():
     """``compile: true`` in a sample recipe (``DecodeOptions.compile``): the smoke test of compiled sampling.
 
     Greedy key frames of a tiny stage-1 model, eager and compiled: logits within 1e-4 (fused
-    kernels round differently), the same tokens, and the layers uncompiled again afterwards.
+    kernels round differently), the same tokens, and the layers uncompiled and the KV-cache
+    writes and mask lookup (marked eager for the run) restored afterwards.
     """
     from cogframe.core.generation.decoder import DecodeOptions, decode_frames
     from cogframe.core.generation.prompts import TextPrompt
+    from cogframe.core.model import transformer
     from cogframe.core.model.presets import build_model
     from cogframe.plugins.token_samplers import GreedySampler
 
@@ -124,6 +126,7 @@ def test_compiled_decoding_follows_eager_decoding():
     g = torch.Generator().manual_seed(1)
     prompt = TextPrompt(torch.randint(256, 384, (1, layout.text_len), generator=g))
     first = torch.randint(0, 256, (1, 1, layout.frame_height, layout.frame_width), generator=g)
+    helpers = (transformer.LayerKV.extend_spatial, transformer.LayerKV.extend_temporal, transformer.decode_mask)
     runs = [decode_frames(model, prompt, boi_id=300, given_frames=(0,), generated_frames=(1, 2), given=first,
                           options=DecodeOptions(GreedySampler(), parallel=True, compile=compiled),
                           return_logits=True)
@@ -133,6 +136,8 @@ def test_compiled_decoding_follows_eager_decoding():
         float((eager.logits - compiled.logits).abs().max())
     assert torch.equal(eager.frames, compiled.frames) and eager.passes == compiled.passes
     assert all(layer._compiled_call_impl is None for layer in model.layers)
+    assert (transformer.LayerKV.extend_spatial, transformer.LayerKV.extend_temporal,
+            transformer.decode_mask) == helpers
 
 
 def test_sample_compile_without_a_cxx_compiler_is_a_validation_error(cli, monkeypatch):
@@ -140,3 +145,14 @@ def test_sample_compile_without_a_cxx_compiler_is_a_validation_error(cli, monkey
     result = cli("validate", "tiny/sample", "compile=true")
     assert result.code == 2
     assert "compile" in result.err and "C++ compiler" in result.err and "compile=false" in result.err, result.err
+
+
+def test_importing_the_model_and_decoder_does_not_import_dynamo():
+    """torch._dynamo costs about a second of start-up: only compiled paths may import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cogframe.core.generation.decoder, cogframe.core.model.transformer, "
+            "cogframe.plugins; print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -36,6 +36,7 @@ import torch
 
 from cogframe.core.generation.guidance import check_guidance, combine_guidance
 from cogframe.core.model.layout import TokenLayout
+from cogframe.core.model.transformer import eager_decode_helpers
 from cogframe.core.generation.prompts import TextPrompt
 from cogframe.core.generation.token_sampling import RowNoise, SlotNoise, TokenSampler
 from cogframe.core.generation.waves import WaveSchedule, model_layer_masks, sequential_schedule, wave_schedule
@@ -364,23 +365,24 @@ def _compiled_layers(model):
     """Within the block, ``model``'s layers run compiled (``DecodeOptions.compile``).
 
     The attention backends are called through ``torch.compiler.disable`` (their dense masks are
-    built by Python-level mask logic and shared within a pass); the KV-cache writes are
-    disabled for torch.compile in their class. Everything is restored afterwards, also when a
-    pass fails, so training and uncompiled decoding never see compiled layers.
+    built by Python-level mask logic and shared within a pass), and so are the KV-cache writes
+    and the mask lookup (``eager_decode_helpers``). Everything is restored afterwards, also when
+    a pass fails, so training and uncompiled decoding never see compiled layers.
     """
     saved = model.spatial_attention, model.temporal_attention
     layers = [layer for layer in model.layers if getattr(layer, "_compiled_call_impl", None) is None]
-    model.spatial_attention, model.temporal_attention = (torch.compiler.disable(fn) for fn in saved)
-    try:
-        for layer in layers:
-            if layer not in _COMPILED_LAYERS:
-                _COMPILED_LAYERS[layer] = torch.compile(layer._call_impl, dynamic=None)
-            layer._compiled_call_impl = _COMPILED_LAYERS[layer]
-        yield
-    finally:
-        model.spatial_attention, model.temporal_attention = saved
-        for layer in layers:
-            layer._compiled_call_impl = None
+    with eager_decode_helpers():
+        model.spatial_attention, model.temporal_attention = (torch.compiler.disable(fn) for fn in saved)
+        try:
+            for layer in layers:
+                if layer not in _COMPILED_LAYERS:
+                    _COMPILED_LAYERS[layer] = torch.compile(layer._call_impl, dynamic=None)
+                layer._compiled_call_impl = _COMPILED_LAYERS[layer]
+            yield
+        finally:
+            model.spatial_attention, model.temporal_attention = saved
+            for layer in layers:
+                layer._compiled_call_impl = None
 
 
 @contextlib.contextmanager

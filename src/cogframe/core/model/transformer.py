@@ -16,8 +16,10 @@ Module names follow SwissArmyTransformer's (``query_key_value``, ``dense``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -126,10 +128,9 @@ class LayerKV:
         shape = (batch, heads, self.cache.capacity, dim)
         return k.new_empty(shape), k.new_empty(shape)
 
-    # Never traced by torch.compile (compiled decoding, DecodeOptions.compile): the write
-    # positions are Python ints that change every pass, so a traced write would recompile per
-    # pass. A graph break here costs ~2 us in eager mode.
-    @torch.compiler.disable
+    # Never traced by torch.compile: compiled decoding marks these eager (eager_decode_helpers),
+    # since the write positions are Python ints that change every pass and a traced write would
+    # recompile per pass.
     def extend_spatial(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this pass's spatial keys/values in place; return views of all cached ones."""
         if self.spatial_k is None:
@@ -139,7 +140,6 @@ class LayerKV:
         self.spatial_v[:, :, lo:hi] = v
         return self.spatial_k[:, :, :hi], self.spatial_v[:, :, :hi]
 
-    @torch.compiler.disable
     def extend_temporal(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this pass's temporal keys/values in place; return views of all cached ones."""
         if self.temporal_k is None:
@@ -192,13 +192,33 @@ def _mask_table(mask: DecodeMask, device: str) -> torch.Tensor:
     return MaskSpec.dense(mask, slots, slots, None)[0]
 
 
-@torch.compiler.disable  # a memoised lookup of Python objects: nothing for torch.compile to trace
 @lru_cache(maxsize=32)
 def decode_mask(mask: MaskSpec | None) -> MaskSpec | None:
     """The :class:`DecodeMask` of ``mask`` (memoised; None stays None)."""
     if mask is None or isinstance(mask, DecodeMask):
         return mask
     return DecodeMask(**{f.name: getattr(mask, f.name) for f in dataclasses.fields(mask)})
+
+
+@contextlib.contextmanager
+def eager_decode_helpers() -> Iterator[None]:
+    """Within the block, torch.compile runs the KV-cache writes and the mask lookup eagerly.
+
+    Compiled decoding (``DecodeOptions.compile``) traces every layer's forward; these helpers are
+    Python bookkeeping (a memoised lookup of mask objects, writes at per-pass integer positions)
+    that would only break or recompile the graph. They are wrapped in ``torch.compiler.disable``
+    here, for the block only, instead of by a decorator: decorating them at import would import
+    ``torch._dynamo`` into every process that imports the model, compiled or not (about a second
+    of start-up, measured in docs/benchmarks.md). Restored afterwards, also on error.
+    """
+    global decode_mask
+    saved = LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask
+    LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask = (
+        torch.compiler.disable(fn) for fn in saved)
+    try:
+        yield
+    finally:
+        LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask = saved
 
 
 def _retained_spatial_index(layout: TokenLayout, spatial_slots: torch.Tensor, frames) -> torch.Tensor:
