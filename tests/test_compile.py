@@ -148,7 +148,7 @@ def test_sample_compile_without_a_cxx_compiler_is_a_validation_error(cli, monkey
 
 
 def test_importing_the_model_and_decoder_does_not_import_dynamo():
-    """torch._dynamo costs about a second of start-up: only compiled paths may import it."""
+    """torch._dynamo costs seconds of start-up (docs/benchmarks.md): only compiled paths may import it."""
     import subprocess
     import sys
 

@@ -208,8 +208,8 @@ def eager_decode_helpers() -> Iterator[None]:
     Python bookkeeping (a memoised lookup of mask objects, writes at per-pass integer positions)
     that would only break or recompile the graph. They are wrapped in ``torch.compiler.disable``
     here, for the block only, instead of by a decorator: decorating them at import would import
-    ``torch._dynamo`` into every process that imports the model, compiled or not (about a second
-    of start-up, measured in docs/benchmarks.md). Restored afterwards, also on error.
+    ``torch._dynamo`` into every process that imports the model, compiled or not (2.1 s of
+    start-up on a 2-core AMD EPYC, docs/benchmarks.md). Restored afterwards, also on error.
     """
     global decode_mask
     saved = LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask
