@@ -11,6 +11,18 @@
     * ``vq ceiling``: the true 96 px frame through the tokenizer and back (what SR can reach at most).
 
     PSNR pools the squared error over all frames (10 log10(1 / MSE), pixels in [0, 1]).
+(c) **What any super-resolution can reach on this domain** (``--bound N``, no model): moving_shapes
+    rasterises a shape at a continuous position by pixel centres, with no anti-aliasing, so a
+    low-res frame pins the position down only to the set of positions that give the same low-res
+    pixels (about one low-res pixel wide per axis), which at 3x is about three high-res pixels of
+    edge. For N held-out frames (the frames of (a)) :func:`position_posterior` finds that set on
+    a 1/20-pixel grid, with the shape, colour and size taken as known (more than any model is told),
+    and the PSNR against the true high-res frame is reported for bicubic upscaling of the true
+    (not tokenised) low-res frame, the sharp shape at the posterior-mean position (the best single
+    sharp guess), the sharp shape at a position drawn from the set (what a sampler produces), and
+    the posterior-mean image (the MMSE estimate: the most any estimator can reach, and it is soft,
+    not sharp). No VQ round trip is applied to any of them, so these are upper bounds for a
+    token-based SR, whose output also pays the tokenizer's own loss (the ceiling of (a)).
 (b) **Flicker SR adds.** ``--prompts`` videos of the recipe (key frames + interpolation), then
     the stage with ``shared_noise`` on and off on the same low-res tokens; background flicker of
     core/metrics/motion.py (mean |frame-to-frame change| of background pixels, / 255) of the
@@ -19,7 +31,7 @@
 Usage (after ``cogframe run tiny/sr`` and installing the weights as tiny/sr.safetensors, or with
 ``super_resolution.model.weights=runs/tiny/sr/model.safetensors``)::
 
-    python benchmarks/sr_eval.py [--recipe tiny/sample_sr] [--frames 128] [--prompts 16] [--json FILE] [KEY=VALUE ...]
+    python benchmarks/sr_eval.py [--recipe tiny/sample_sr] [--frames 128] [--prompts 16] [--bound 128] [--json FILE] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -50,6 +62,74 @@ def _frames(scale: int, count: int, keywords: dict) -> tuple[np.ndarray, np.ndar
         highs.append(b.frames[b.num_frames // 2])
         captions.append(a.caption)
     return np.stack(lows), np.stack(highs), captions
+
+
+def position_posterior(clip, frame: int, *, reach: float = 1.0, steps: int = 41) -> tuple[np.ndarray, np.ndarray]:
+    """The box positions that rasterise to the same low-res pixels as the true one, at one frame.
+
+    Args:
+        clip: A low-res moving_shapes clip (its metadata gives the shape, size and path).
+        frame: The frame index.
+        reach: Search half-width around the true position, in low-res pixels.
+        steps: Grid points per axis (41 over +-1 px: 1/20 px).
+
+    Returns:
+        ``(true_xy [2], candidates [K, 2])``: the true top-left corner and every grid position
+        whose rasterisation equals the true low-res mask (the true one is always among them).
+    """
+    from cogframe.plugins.dataset_moving_shapes import render_shape_masks
+
+    meta = clip.metadata
+    direction = clip.caption.split()[-1]
+    dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[direction]
+    x0, y0 = meta["start_xy"]
+    x = x0 + dx * meta["speed_px_per_frame"] * frame
+    y = y0 + dy * meta["speed_px_per_frame"] * frame
+    size = clip.frames.shape[1]
+    truth = render_shape_masks(meta["shape"], size, np.array([x]), np.array([y]), meta["object_size"])[0]
+    offsets = np.linspace(-reach, reach, steps)
+    grid = np.array([(x + u, y + v) for u in offsets for v in offsets])
+    masks = render_shape_masks(meta["shape"], size, grid[:, 0], grid[:, 1], meta["object_size"])
+    return np.array([x, y]), grid[(masks == truth).all(axis=(1, 2))]
+
+
+def bound_section(scale: int, count: int, keywords: dict) -> dict:
+    """(c): PSNR of bicubic, sharp guesses and the MMSE estimate, from the position posterior."""
+    from cogframe.plugins.dataset_moving_shapes import COLOURS, MovingShapes, render_shape_masks
+
+    low_set = MovingShapes(split="val", num_clips=count, **keywords)
+    high_set = MovingShapes(split="val", num_clips=count, render_scale=scale, **keywords)
+    rng = np.random.default_rng(0)
+    errors = {"bicubic_true_low_res": 0.0, "sharp_posterior_mean_position": 0.0,
+              "sharp_sampled_position": 0.0, "mmse_posterior_mean_image": 0.0}
+    widths, pixels = [], 0
+    for i in range(count):
+        low, high = low_set[i], high_set[i]
+        t = low.num_frames // 2
+        meta = low.metadata
+        truth = high.frames[t].astype(np.float64) / 255
+        colour = np.asarray(COLOURS[meta["colour"]], dtype=np.float64) / 255
+        _, cands = position_posterior(low, t)
+        widths.append(float(np.ptp(cands, axis=0).mean()))
+
+        def render(xy: np.ndarray) -> np.ndarray:
+            masks = render_shape_masks(meta["shape"], truth.shape[0], scale * xy[:, 0], scale * xy[:, 1],
+                                       scale * meta["object_size"])
+            return masks.astype(np.float64).mean(0)[..., None] * colour
+
+        low_img = torch.from_numpy(low.frames[t]).permute(2, 0, 1)[None].double() / 255
+        bicubic = F.interpolate(low_img, scale_factor=scale, mode="bicubic", align_corners=False)
+        estimates = {"bicubic_true_low_res": bicubic.clamp(0, 1)[0].permute(1, 2, 0).numpy(),
+                     "sharp_posterior_mean_position": render(cands.mean(0, keepdims=True)),
+                     "sharp_sampled_position": render(cands[rng.integers(len(cands))][None]),
+                     "mmse_posterior_mean_image": render(cands)}
+        for name, image in estimates.items():
+            errors[name] += float(((image - truth) ** 2).sum())
+        pixels += truth.size
+    out = {name: _psnr(total / pixels) for name, total in errors.items()}
+    out.update(frames=count, posterior_width_px=float(np.mean(widths)),
+               mmse_gain_over_bicubic_db=out["mmse_posterior_mean_image"] - out["bicubic_true_low_res"])
+    return out
 
 
 def _to_float(frames: np.ndarray) -> torch.Tensor:
@@ -119,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--recipe", default="tiny/sample_sr")
     parser.add_argument("--frames", type=int, default=128, help="held-out frames of (a)")
     parser.add_argument("--prompts", type=int, default=16, help="videos of (b); 0 skips it")
+    parser.add_argument("--bound", type=int, default=0, metavar="N",
+                        help="(c) the position-posterior bound on N held-out frames (0: skip)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the report here")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -137,6 +219,8 @@ def main(argv=None) -> int:
     keywords = {"size": 32, "seed": 0}
     report = {"recipe": args.recipe, "overrides": args.overrides, "sampler": stage.sampler_node,
               "psnr_db": psnr_section(plan, stage, args.frames, keywords)}
+    if args.bound:
+        report["bound_psnr_db"] = bound_section(stage.config.layout.scale, args.bound, keywords)
     if args.prompts:
         from cogframe.plugins.dataset_moving_shapes import COLOURS, DIRECTIONS, SHAPES  # the grammar
 

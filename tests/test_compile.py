@@ -126,7 +126,8 @@ def test_compiled_decoding_follows_eager_decoding():
     g = torch.Generator().manual_seed(1)
     prompt = TextPrompt(torch.randint(256, 384, (1, layout.text_len), generator=g))
     first = torch.randint(0, 256, (1, 1, layout.frame_height, layout.frame_width), generator=g)
-    helpers = (transformer.LayerKV.extend_spatial, transformer.LayerKV.extend_temporal, transformer.decode_mask)
+    helpers = (transformer.LayerKV.extend_spatial, transformer.LayerKV.extend_temporal, transformer.decode_mask,
+               transformer.KVCache.visible)
     runs = [decode_frames(model, prompt, boi_id=300, given_frames=(0,), generated_frames=(1, 2), given=first,
                           options=DecodeOptions(GreedySampler(), parallel=True, compile=compiled),
                           return_logits=True)
@@ -137,7 +138,7 @@ def test_compiled_decoding_follows_eager_decoding():
     assert torch.equal(eager.frames, compiled.frames) and eager.passes == compiled.passes
     assert all(layer._compiled_call_impl is None for layer in model.layers)
     assert (transformer.LayerKV.extend_spatial, transformer.LayerKV.extend_temporal,
-            transformer.decode_mask) == helpers
+            transformer.decode_mask, transformer.KVCache.visible) == helpers
 
 
 def test_sample_compile_without_a_cxx_compiler_is_a_validation_error(cli, monkeypatch):

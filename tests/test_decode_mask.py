@@ -56,3 +56,32 @@ def test_long_layouts_fall_back_to_the_predicate():
     keys = torch.arange(layout.seq_len)
     assert torch.equal(decode_mask(mask).dense(slots, keys), mask.dense(slots, keys))
     assert decode_mask(None) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(mask_index=st.integers(0, len(MASKS) - 1), data=st.data())
+def test_visible_keys_are_exactly_the_keys_some_query_may_see(mask_index, data):
+    """Attending to the visible keys only is exact: the others are masked for every query."""
+    mask = MASKS[mask_index]
+    n = LAYOUT.seq_len
+    q = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=12, unique=True))
+    k = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
+    q_slots, k_slots = torch.tensor(q), torch.tensor(k)
+    seen = mask.dense(q_slots, k_slots, None)[0].any(0)  # [Sk]: some query may see the key
+    keep = decode_mask(mask).visible_keys(q_slots, k_slots)
+    if keep is None:
+        assert bool(seen.all())
+    else:
+        assert not bool(seen.all())
+        assert torch.equal(keep, seen.nonzero().squeeze(-1))  # in key order, no repeats
+
+
+def test_windowed_masks_bound_the_keys_a_query_sees_and_full_causal_ones_do_not():
+    layout = TokenLayout(4, 5, 8, 8, 4, 4 + 64, 4 * 64)
+    last = torch.tensor([layout.seq_len - 1])
+    cached = torch.arange(layout.seq_len)
+    windowed = decode_mask(temporal_mask(layout, Stage.SEQUENTIAL, 0, TemporalConfig((2, 2), None, 1)))
+    keep = windowed.visible_keys(last, cached)
+    assert keep is not None and keep.numel() < layout.seq_len // 4
+    full = decode_mask(temporal_mask(layout, Stage.SEQUENTIAL, 0, TemporalConfig()))
+    assert full.visible_keys(last, cached) is None

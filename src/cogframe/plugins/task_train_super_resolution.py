@@ -1,8 +1,10 @@
 """Task ``train_super_resolution``: CogView2's direct super-resolution model on paired token shards.
 
-The model (core/model/super_resolution.py) inherits a text-to-image model as its frozen backbone
-and trains only what DSR adds: every layer's plus attention channel and the high-res position
-table (CogView2, arXiv 2204.14217; THUDM/CogView2 sr_pipeline/dsr_model.py). Its data are the
+The model (core/model/super_resolution.py) inherits a text-to-image model as its backbone and
+trains what DSR adds: every layer's plus attention channel and the high-res position table
+(CogView2, arXiv 2204.14217; THUDM/CogView2 sr_pipeline/dsr_model.py). The release keeps the
+backbone frozen (``model.init.freeze_inherited: true``, the default); ``false`` fine-tunes it too,
+which the tiny recipe does (recipes/tiny/sr.yaml says why). Its data are the
 paired shards of a ``prepare`` recipe with ``high_res`` (``recipes/tiny/prepare_sr.yaml``): per
 sample the caption (no duration prefix), the low-res token grid and the same frame's high-res grid.
 
@@ -11,7 +13,7 @@ Recipe keys (complete example: recipes/tiny/sr.yaml)::
     task: train_super_resolution
     output_dir: runs/tiny/sr
     model: {preset: tiny_dsr, overrides: {}, attention: {base: {name: sdpa}, plus: {name: sr_local_window}},
-            init: {from: runs/tiny/t2i/model.safetensors}}
+            init: {from: runs/tiny/t2i/model.safetensors, freeze_inherited: true}}
     text_tokenizer: {name: sentencepiece, model_path: ..., id_offset: 256}   # its [BOI] fills the high-res slots
     data: {shards: runs/tiny/shards_sr, train_split: train, val_split: val}
     train: {steps, batch_size, lr, ...}      # core.training.settings.TrainSettings, as the train task
@@ -144,9 +146,9 @@ def _check_shards(layout, data, root: Path) -> None:
 
 
 @component("task", "train_super_resolution",
-           description="Train CogView2's direct super-resolution model (frozen text-to-image backbone) on paired shards.")
+           description="Train CogView2's direct super-resolution model (inherited text-to-image backbone, frozen or fine-tuned) on paired shards.")
 class TrainSuperResolutionTask:
-    """Train the plus channel and high-res positions of a DSR model on paired token shards."""
+    """Train the plus channel and high-res positions of a DSR model (and, if asked, its backbone) on paired token shards."""
 
     slots = {"model.attention.base": "attention", "model.attention.plus": "attention",
              "text_tokenizer": "text_tokenizer", "loggers": "logger"}
@@ -218,8 +220,9 @@ class TrainSuperResolutionTask:
             val = StepBatches(_paired_shards(shards, str(data_cfg.val_split)), settings.batch_size, shuffle=False)
         loggers = [registries.build("logger", node) for node in (cfg.get("loggers") or [])]
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        backbone = "backbone frozen" if trainable < model.num_parameters() else "backbone fine-tuned too"
         print(f"super-resolution model: {model.num_parameters():,} parameters, {trainable:,} trained "
-              f"(plus channel + {layout.high_tokens} high-res positions); backbone frozen")
+              f"(plus channel + {layout.high_tokens} high-res positions); {backbone}")
         result = train(
             _loop_model(model), settings,
             StepBatches(data, settings.batch_size, grad_accum=settings.grad_accum, seed=settings.seed),

@@ -184,6 +184,22 @@ class DecodeMask(MaskSpec):
         visible = ~pad.unsqueeze(1) | (q_slots.unsqueeze(1) == k_slots.unsqueeze(0))  # [B, Sq, Sk]
         return allowed & visible
 
+    def visible_keys(self, q_slots: torch.Tensor, k_slots: torch.Tensor) -> torch.Tensor | None:
+        """Positions in ``k_slots`` of the keys some query of ``q_slots`` may see (None: all of them).
+
+        With text all valid; padding only hides more keys, so the set is never too small. A
+        windowed mask (the release's 3D windows) lets a query see a bounded number of the cached
+        keys however long the prefix is: attending to these alone is exact (the others get
+        weight exp(-inf) = 0) and its cost stays flat along the sequence.
+        """
+        if self.layout.seq_len > MASK_TABLE_MAX_SLOTS:
+            return None
+        table = _mask_table(self, str(q_slots.device))
+        seen = table.index_select(0, q_slots).any(0).index_select(0, k_slots)  # [Sk]
+        if bool(seen.all()):
+            return None
+        return seen.nonzero().squeeze(-1)
+
 
 @lru_cache(maxsize=8)
 def _mask_table(mask: DecodeMask, device: str) -> torch.Tensor:
@@ -212,13 +228,21 @@ def eager_decode_helpers() -> Iterator[None]:
     start-up on a 2-core AMD EPYC, docs/benchmarks.md). Restored afterwards, also on error.
     """
     global decode_mask
-    saved = LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask
+    saved = LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask, KVCache.visible
     LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask = (
-        torch.compiler.disable(fn) for fn in saved)
+        torch.compiler.disable(fn) for fn in saved[:3])
+    # Attending to the visible keys only gives each pass its own key count, which would make the
+    # compiled layers recompile pass after pass: compiled decoding attends to every cached key.
+    KVCache.visible = torch.compiler.disable(_every_key)
     try:
         yield
     finally:
-        LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask = saved
+        LayerKV.extend_spatial, LayerKV.extend_temporal, decode_mask, KVCache.visible = saved
+
+
+def _every_key(cache, channel, mask, q_slots, k_slots) -> None:
+    """:meth:`KVCache.visible` of compiled decoding: every cached key (masked)."""
+    return None
 
 
 def _retained_spatial_index(layout: TokenLayout, spatial_slots: torch.Tensor, frames) -> torch.Tensor:
@@ -245,7 +269,9 @@ class KVCache:
     channel keeps all. Dropping compacts the spatial buffers once per finished frame (the
     kept keys move to the front; nothing moves when they already are), never once per pass.
     Masks are evaluated on the cached slot ids, so dropping keys never changes results for
-    queries that could not see them.
+    queries that could not see them. For the same reason each pass attends only to the cached
+    keys some of its queries may see (:meth:`visible`): under the 3D-window masks that is a
+    bounded set, so a pass's time stays flat along the sequence instead of growing with it.
 
     Args:
         num_layers: Transformer layers.
@@ -262,10 +288,24 @@ class KVCache:
         self.spatial_range = self.temporal_range = (0, 0)
         self.spatial_slots: torch.Tensor | None = None
         self.temporal_slots: torch.Tensor | None = None
+        self._visible: dict[tuple[str, int], torch.Tensor | None] = {}
 
     def __len__(self) -> int:
         """Number of slots fed so far."""
         return self._temporal_len
+
+    def visible(self, channel: str, mask: MaskSpec | None, q_slots: torch.Tensor,
+                k_slots: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`DecodeMask.visible_keys` of this pass's cached keys of ``channel``, once per pass and mask.
+
+        Every layer with the same mask (all spatial channels; the temporal channels of the
+        unshifted, then of the shifted layers) shares one lookup.
+        """
+        key = (channel, id(mask))
+        if key not in self._visible:
+            self._visible[key] = (mask.visible_keys(q_slots, k_slots) if isinstance(mask, DecodeMask)
+                                  else None)
+        return self._visible[key]
 
     def begin_pass(self, slots: torch.Tensor) -> None:
         """Reserve cache positions for the ``[S]`` slots of a forward pass.
@@ -286,6 +326,7 @@ class KVCache:
             )
         if self._slots is None:
             self._slots = torch.empty((2, self.capacity), dtype=torch.long, device=slots.device)
+        self._visible = {}
         s0, t0 = self._spatial_len, self._temporal_len
         self._spatial_len, self._temporal_len = s0 + n, t0 + n
         self.spatial_range, self.temporal_range = (s0, s0 + n), (t0, t0 + n)
@@ -341,6 +382,10 @@ class ConcatKVCache:
 
     def __len__(self) -> int:
         return 0 if self.temporal_slots is None else int(self.temporal_slots.numel())
+
+    def visible(self, channel, mask, q_slots, k_slots) -> None:
+        """Every cached key, masked (the behaviour before :meth:`KVCache.visible`)."""
+        return None
 
     def begin_pass(self, slots: torch.Tensor) -> None:
         self.spatial_slots = _cat(self.spatial_slots, slots, 0)
@@ -436,6 +481,7 @@ class TransformerLayer(nn.Module):
         if cache is not None:
             k0, v0 = kv.extend_spatial(k0, v0)
             k_slots = cache.spatial_slots
+            k0, v0, k_slots = _visible_only(cache.visible("spatial", spatial, q_slots, k_slots), k0, v0, k_slots)
         ctx0 = spatial_attention(q0, k0, v0, spatial, q_slots, k_slots, text_valid,
                                  dropout_p=dropout_p, text_bias=text_bias)
         attn_out = self.attention.dense(merge_heads(ctx0))
@@ -447,10 +493,12 @@ class TransformerLayer(nn.Module):
             # Temporal keys cover text too (plus-channel QKV applied to text hidden states).
             q1, k1, v1 = split_heads(self.temporal.query_key_value(u), cfg.num_heads)
             tk_slots = q_slots
+            rows = frame_rows if frame_rows is not None else FrameRows.of(q_slots, cfg.layout.text_len)
             if cache is not None:
                 k1, v1 = kv.extend_temporal(k1, v1)
                 tk_slots = cache.temporal_slots
-            rows = frame_rows if frame_rows is not None else FrameRows.of(q_slots, cfg.layout.text_len)
+                k1, v1, tk_slots = _visible_only(cache.visible("temporal", temporal, rows.slots, tk_slots),
+                                                 k1, v1, tk_slots)
             if use_temporal and rows.count:
                 ctx1 = temporal_attention(
                     rows.select(q1, 2), k1, v1, temporal, rows.slots, tk_slots, text_valid,
@@ -465,6 +513,13 @@ class TransformerLayer(nn.Module):
         mlp_out = F.dropout(self.mlp(self.post_attention_layernorm(h)), cfg.hidden_dropout,
                             self.training)
         return h + self.fourth_layernorm(mlp_out)
+
+
+def _visible_only(keep: torch.Tensor | None, k: torch.Tensor, v: torch.Tensor, k_slots: torch.Tensor):
+    """The cached keys, values and slots at the positions ``keep`` (all of them when None)."""
+    if keep is None:
+        return k, v, k_slots
+    return k.index_select(2, keep), v.index_select(2, keep), k_slots.index_select(0, keep)
 
 
 class FrameRows:
