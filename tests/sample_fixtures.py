@@ -24,7 +24,9 @@ SMALL = [f"+stage1.model.overrides={_MODEL}", f"+stage2.model.overrides={_MODEL}
 
 
 def make_assets(root: Path) -> Path:
-    """Write text_tokenizer.model, vqvae/, stage1.safetensors and stage2.safetensors under root/tiny."""
+    """Write text_tokenizer.model, vqvae/, stage1.safetensors, stage2.safetensors and sr.safetensors
+    (a random ``tiny_dsr`` model, the super-resolution stage of tiny/sample_sr and so of
+    ``cogframe demo``) under root/tiny."""
     from cogframe.core.training.checkpoint import save_model_weights
     from cogframe.core.model.presets import build_model
     from cogframe.plugins.tokenizer_sentencepiece import SentencePieceTokenizer
@@ -40,4 +42,8 @@ def make_assets(root: Path) -> Path:
     for i, stage in enumerate(("stage1", "stage2")):
         torch.manual_seed(i + 1)
         save_model_weights(tiny / f"{stage}.safetensors", build_model(f"tiny_{stage}", overrides=small).state_dict())
+    from cogframe.core.model.super_resolution import build_super_resolution_model
+
+    torch.manual_seed(3)
+    save_model_weights(tiny / "sr.safetensors", build_super_resolution_model("tiny_dsr").state_dict())
     return root

@@ -26,19 +26,24 @@ def _masks() -> list[MaskSpec]:
 MASKS = _masks()
 
 
+def _draw_slots(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pass's query slots (up to 12) and the cached key slots, distinct and in any order."""
+    n = LAYOUT.seq_len
+    q = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=12, unique=True))
+    k = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
+    return torch.tensor(q), torch.tensor(k)
+
+
 @settings(max_examples=60, deadline=None)
 @given(mask_index=st.integers(0, len(MASKS) - 1), data=st.data())
 def test_decode_mask_equals_the_predicate(mask_index, data):
     mask = MASKS[mask_index]
-    n = LAYOUT.seq_len
-    q = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=12, unique=True))
-    k = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
+    q_slots, k_slots = _draw_slots(data)
     batch = data.draw(st.integers(1, 3))
     pads = data.draw(st.lists(st.integers(0, LAYOUT.text_len - 1), min_size=batch, max_size=batch))
     text_valid = torch.ones(batch, LAYOUT.text_len, dtype=torch.bool)
     for row, pad in enumerate(pads):
         text_valid[row, :pad] = False  # left padding
-    q_slots, k_slots = torch.tensor(q), torch.tensor(k)
     fast = decode_mask(mask)
     assert isinstance(fast, DecodeMask) and fast != mask and decode_mask(mask) is fast
     for tv in (text_valid, None):
@@ -63,10 +68,7 @@ def test_long_layouts_fall_back_to_the_predicate():
 def test_visible_keys_are_exactly_the_keys_some_query_may_see(mask_index, data):
     """Attending to the visible keys only is exact: the others are masked for every query."""
     mask = MASKS[mask_index]
-    n = LAYOUT.seq_len
-    q = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=12, unique=True))
-    k = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
-    q_slots, k_slots = torch.tensor(q), torch.tensor(k)
+    q_slots, k_slots = _draw_slots(data)
     seen = mask.dense(q_slots, k_slots, None)[0].any(0)  # [Sk]: some query may see the key
     keep = decode_mask(mask).visible_keys(q_slots, k_slots)
     if keep is None:

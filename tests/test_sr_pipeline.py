@@ -252,10 +252,19 @@ def test_demo_sr_switch_adds_or_skips_the_stage(cli, tmp_path, sr_weights):
     assert result.code == 0, result.err
     record = json.loads(next((tmp_path / "plain").glob("*.json")).read_text())
     assert record["size"] == [32, 32] and "super_resolution" not in record["passes"]
-    # --sr with the default recipe (tiny/sample) runs tiny/sample_sr.
-    result = cli("demo", "--sr", "--rounds", "0", "--out", str(tmp_path / "x"), f"super_resolution.model.weights={sr_weights}")
+    # The default recipe is tiny/sample_sr (super-resolved); --sr says so explicitly, and --sr with
+    # --recipe tiny/sample runs tiny/sample_sr as well.
+    for flags, folder in (((), "default"), (("--sr",), "x"), (("--sr", "--recipe", "tiny/sample"), "x2")):
+        result = cli("demo", *flags, "--rounds", "0", "--out", str(tmp_path / folder),
+                     f"super_resolution.model.weights={sr_weights}")
+        assert result.code == 0, result.err
+        assert "super-resolved" in result.out
+        assert json.loads(next((tmp_path / folder).glob("*.json")).read_text())["size"] == [96, 96]
+    # --no-sr with the default recipe runs tiny/sample, which has no super-resolution section at all.
+    result = cli("demo", "--no-sr", "--rounds", "0", "--out", str(tmp_path / "low"))
     assert result.code == 0, result.err
-    assert json.loads(next((tmp_path / "x").glob("*.json")).read_text())["size"] == [96, 96]
+    record = json.loads(next((tmp_path / "low").glob("*.json")).read_text())
+    assert record["size"] == [32, 32] and "super_resolution" not in record["passes"]
     result = cli("demo", "--sr", "--recipe", "tiny/sample_one_stage", "--rounds", "0", "--out", str(tmp_path / "y"))
     assert result.code == 2 and "lists no super_resolution stage" in result.err
 

@@ -1,12 +1,13 @@
 """``cogframe demo``: the whole tiny pipeline from the shipped models, prompt to mp4/gif/png.
 
-It runs the ``tiny/sample`` recipe (5 key frames of 8x8 tokens, 3 interpolation rounds -> 33
-frames at 8 fps) with the KV cache, parallel waves and all stage-2 windows of a round in one batch;
-a few seconds on a CPU. When the recipe lists the ``super_resolution`` stage (``--recipe
-tiny/sample_sr``, or tiny/sample once it ships the super-resolution model) the frames come out
-super-resolved (3x the key-frame size); ``--no-sr`` skips that stage. When a shipped model is missing it names the file and the training recipe
-that produces it, and exits with status 2; so does an earlier video of the same prompt in
-``--out`` (``--overwrite`` replaces it).
+It runs the ``tiny/sample_sr`` recipe: 5 key frames of 8x8 tokens, 3 interpolation rounds -> 33
+frames at 8 fps (the KV cache, parallel waves and all stage-2 windows of a round in one batch),
+then CogView2-style direct super-resolution of every frame to 24x24 tokens (96x96 px); a few
+seconds on a CPU. ``--no-sr`` runs ``tiny/sample`` instead (the same pipeline without the
+super-resolution stage: 32x32 px frames). With ``--recipe``, super-resolution is on when the
+recipe lists the ``super_resolution`` stage and ``--no-sr`` removes it. When a shipped model is
+missing it names the file and the training recipe that produces it, and exits with status 2; so
+does an earlier video of the same prompt in ``--out`` (``--overwrite`` replaces it).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import argparse
 import time
 
 NAME = "demo"
-HELP = "Generate a video with the shipped tiny models (recipe tiny/sample) and say where it went."
-RECIPE = "tiny/sample"
+HELP = ("Generate a super-resolved video with the shipped tiny models (recipe tiny/sample_sr; --no-sr: "
+        "tiny/sample) and say where it went.")
+RECIPE = "tiny/sample"          # the pipeline without super-resolution (--no-sr)
+SR_RECIPE = "tiny/sample_sr"    # the default: the same pipeline plus its super-resolution stage
 DEFAULT_PROMPT = "a red circle moving left"
 SR_STAGE = "super_resolution"  # the stage --no-sr removes
-# --sr with the default recipe: the same pipeline plus super-resolution. Not the default yet: the
-# tiny SR model does not beat bicubic upscaling (docs/sampling.md, "Super-resolution").
-SR_RECIPE = "tiny/sample_sr"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,15 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pass and gives the same video in float32, the tiny recipe's dtype; in "
                              "bfloat16/float16 the rounding differs and so may some tokens)")
     parser.add_argument("--sr", action=argparse.BooleanOptionalAction, default=None,
-                        help="super-resolution: --sr adds it (recipe tiny/sample_sr: 96x96 px frames); on by "
-                             "default when --recipe lists the super_resolution stage; --no-sr skips it")
-    parser.add_argument("--recipe", default=RECIPE, help=f"the sampling recipe (default: {RECIPE})")
+                        help=f"super-resolution (default: on, recipe {SR_RECIPE}: 96x96 px frames); --no-sr "
+                             f"skips it (recipe {RECIPE}: 32x32 px); with --recipe, on when the recipe lists "
+                             "the super_resolution stage")
+    parser.add_argument("--recipe", default=None,
+                        help=f"the sampling recipe (default: {SR_RECIPE}, or {RECIPE} with --no-sr)")
     parser.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
-                        help=f"extra overrides of the {RECIPE} recipe, e.g. rounds=2 guidance=1")
+                        help="extra overrides of the recipe, e.g. rounds=2 guidance=1")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Loads tiny/sample with the options, checks the assets, generates and prints the outputs."""
+    """Loads the recipe with the options, checks the assets, generates and prints the outputs."""
     from cogframe.plugins import get_registries
     from cogframe.plugins.task_sample import run_sample
     from cogframe.config.recipes import load_recipe, validate_recipe
@@ -62,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     # rounds is a recipe variable the stages read, so it must be set before interpolations resolve.
     rounds = [] if args.rounds is None else [f"rounds={args.rounds}"]
     recipe = args.recipe
-    if args.sr and recipe == RECIPE:
+    if recipe is None:
+        recipe = RECIPE if args.sr is False else SR_RECIPE
+    elif args.sr and recipe == RECIPE:
         recipe = SR_RECIPE  # the shipped pipeline plus its super-resolution stage
     cfg = load_recipe(recipe, [*args.overrides, *rounds])
     listed = [i for i, node in enumerate(cfg.get("stages") or []) if node.get("name") == SR_STAGE]
