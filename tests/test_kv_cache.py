@@ -121,3 +121,46 @@ def test_slot_noise_hash_values_are_unchanged():
     noise = SlotNoise(0).rows(torch.tensor([0, 5]), torch.tensor([17, 18]))
     assert noise.keys.tolist() == [463274251, 4277677880]
     assert [float(u).hex() for u in noise.uniform(1)] == ["0x1.2cd9643f3ea42p-2", "0x1.e965e997fd464p-2"]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_windowed_passes_attend_to_the_visible_keys_only_with_the_tokens_of_every_key(parallel, monkeypatch):
+    """Past VISIBLE_KEYS_MIN cached keys a windowed pass reads only what its queries may see; the
+    tokens equal those of the cache that attends to every key, masked."""
+    from cogframe.core.model import transformer
+
+    grid, frames, text = 12, 5, 8  # 8 + 5 x 144 = 728 slots, more than VISIBLE_KEYS_MIN
+    tpf = grid * grid
+    overrides = {"num_layers": 2, "hidden_size": 32, "num_heads": 2,
+                 "temporal": {"window": [2, 2], "shift": [1, 1]},
+                 "layout": {"text_len": text, "frames": frames, "frame_height": grid, "frame_width": grid,
+                            "image_position_offset": 2 * text, "base_position_rows": 2 * text + tpf,
+                            "extra_position_rows": (frames - 1) * tpf}}
+    torch.manual_seed(0)
+    model = build_model("tiny_stage1", overrides=overrides).eval()
+    layout = model.config.layout
+    assert layout.seq_len > transformer.VISIBLE_KEYS_MIN
+    prompt = _prompt(layout)
+    given = torch.randint(0, 256, (2, 1, grid, grid), generator=torch.Generator().manual_seed(2))
+    kept: list[tuple[int, int]] = []
+    visible = transformer.KVCache.visible
+
+    def spy(self, channel, mask, q_slots, k_slots):
+        keep = visible(self, channel, mask, q_slots, k_slots)
+        if keep is not None:
+            kept.append((int(keep.numel()), int(k_slots.numel())))
+        return keep
+
+    monkeypatch.setattr(transformer.KVCache, "visible", spy)
+    options = DecodeOptions(TopKSampler(k=10), seed=3, parallel=parallel)
+    runs = {}
+    for cls in (ConcatKVCache, KVCache):
+        model.cache_class = cls
+        runs[cls] = decode_frames(model, prompt, boi_id=BOI, options=options, given_frames=(0,),
+                                  generated_frames=(1, 2, 3, 4), given=given, return_logits=True)
+    old, new = runs[ConcatKVCache], runs[KVCache]
+    assert torch.equal(old.frames, new.frames) and old.passes == new.passes
+    assert torch.allclose(old.logits, new.logits, atol=1e-5, rtol=1e-5)
+    # The gathers happened, and late in the run a pass read a small share of the cached keys.
+    assert kept and max(total for _, total in kept) > 600
+    assert min(n / total for n, total in kept) < 0.1

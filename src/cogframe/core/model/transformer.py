@@ -150,6 +150,11 @@ class LayerKV:
         return self.temporal_k[:, :, :hi], self.temporal_v[:, :, :hi]
 
 
+# Below this many cached keys a decoding pass attends to all of them: the lookup and the gathers of
+# KVCache.visible cost more than the attention they save (the tiny models' 336-slot layouts: the
+# demo was 2-8 % slower with them on; benchmarks/kv_cache.py at 416-2016 keys: 1.1-1.2x faster).
+VISIBLE_KEYS_MIN = 512
+
 # Layouts up to this many slots get a precomputed mask table (seq_len^2 bools: 16 MB at 4096);
 # longer ones (e.g. a 33-frame stage-2 layout) evaluate the predicate per pass as before.
 MASK_TABLE_MAX_SLOTS = 4096
@@ -299,12 +304,17 @@ class KVCache:
         """:meth:`DecodeMask.visible_keys` of this pass's cached keys of ``channel``, once per pass and mask.
 
         Every layer with the same mask (all spatial channels; the temporal channels of the
-        unshifted, then of the shifted layers) shares one lookup.
+        unshifted, then of the shifted layers) shares one lookup. None (attend to every cached
+        key, masked) below :data:`VISIBLE_KEYS_MIN` keys and when the visible keys are more than
+        half of them, where gathering would cost more than it saves.
         """
+        if k_slots.numel() < VISIBLE_KEYS_MIN or not isinstance(mask, DecodeMask):
+            return None
         key = (channel, id(mask))
         if key not in self._visible:
-            self._visible[key] = (mask.visible_keys(q_slots, k_slots) if isinstance(mask, DecodeMask)
-                                  else None)
+            keep = mask.visible_keys(q_slots, k_slots)
+            # Gathering copies the kept keys: it pays only when it drops most of them.
+            self._visible[key] = keep if keep is not None and 2 * keep.numel() <= k_slots.numel() else None
         return self._visible[key]
 
     def begin_pass(self, slots: torch.Tensor) -> None:
