@@ -77,14 +77,10 @@ def position_posterior(clip, frame: int, *, reach: float = 1.0, steps: int = 41)
         ``(true_xy [2], candidates [K, 2])``: the true top-left corner and every grid position
         whose rasterisation equals the true low-res mask (the true one is always among them).
     """
-    from cogframe.plugins.dataset_moving_shapes import render_shape_masks
+    from cogframe.plugins.dataset_moving_shapes import box_position, render_shape_masks
 
     meta = clip.metadata
-    direction = clip.caption.split()[-1]
-    dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[direction]
-    x0, y0 = meta["start_xy"]
-    x = x0 + dx * meta["speed_px_per_frame"] * frame
-    y = y0 + dy * meta["speed_px_per_frame"] * frame
+    x, y = box_position(meta, frame)
     size = clip.frames.shape[1]
     truth = render_shape_masks(meta["shape"], size, np.array([x]), np.array([y]), meta["object_size"])[0]
     offsets = np.linspace(-reach, reach, steps)

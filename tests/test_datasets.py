@@ -10,7 +10,7 @@ import pytest
 from cogframe.core.io.video import read_video, write_video
 from cogframe.errors import ConfigError, DataError
 from cogframe.plugins import get_registries
-from cogframe.plugins.dataset_moving_shapes import COLOURS, DIRECTIONS, SHAPES, MovingShapes
+from cogframe.plugins.dataset_moving_shapes import COLOURS, DIRECTIONS, SHAPES, MovingShapes, box_position, render_shape_masks
 from cogframe.plugins.dataset_video_folder import VideoFolder
 
 
@@ -359,3 +359,15 @@ def test_video_folder_csv_without_the_needed_column_names_the_fix(tmp_path, cli)
                  "dataset.captions=captions.csv", f"output_dir={tmp_path / 'out'}",
                  "~splits.train.num_clips", "~splits.val.num_clips")
     assert result.code == 2 and "video_key=<column>" in result.err, result.err
+
+
+def test_box_position_is_the_path_every_frame_is_drawn_from():
+    clips = MovingShapes(split="val", num_clips=8, size=32, seed=0)
+    for i in range(len(clips)):
+        clip = clips[i]
+        meta = clip.metadata
+        for t in (0, clip.num_frames // 2, clip.num_frames - 1):
+            x, y = box_position(meta, t)
+            mask = render_shape_masks(meta["shape"], 32, np.array([x]), np.array([y]), meta["object_size"])[0]
+            assert (mask == (clip.frames[t].max(-1) > 0)).all(), (i, t)
+        assert box_position(meta, 0) == tuple(meta["start_xy"])

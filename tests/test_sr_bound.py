@@ -30,8 +30,7 @@ def test_posterior_holds_the_truth_and_only_positions_with_the_same_pixels(sr_ev
         truth_xy, cands = sr_eval.position_posterior(clip, t)
         meta = clip.metadata
         # The true position reproduces the dataset's own frame ...
-        mask = render_shape_masks(meta["shape"], 32, truth_xy[None, :1].ravel(), truth_xy[None, 1:].ravel(),
-                                  meta["object_size"])[0]
+        mask = render_shape_masks(meta["shape"], 32, truth_xy[:1], truth_xy[1:], meta["object_size"])[0]
         assert (mask == (clip.frames[t].max(-1) > 0)).all()
         # ... every candidate rasterises to the same pixels, and the set is about a pixel wide.
         again = render_shape_masks(meta["shape"], 32, cands[:, 0], cands[:, 1], meta["object_size"])

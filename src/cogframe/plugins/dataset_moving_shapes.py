@@ -29,7 +29,7 @@ from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
 
-__all__ = ["COLOURS", "DIRECTIONS", "SHAPES", "MovingShapes", "render_shape_masks"]
+__all__ = ["COLOURS", "DIRECTIONS", "SHAPES", "MovingShapes", "box_position", "render_shape_masks"]
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -74,6 +74,18 @@ def render_shape_masks(shape: str, size: int, left: np.ndarray, top: np.ndarray,
         # Apex at the top centre, base along the bottom edge: |x - r| <= y / 2 (in box units).
         return inside_box & (np.abs(x - extent / 2) <= y / 2)
     raise ConfigError(f"unknown shape {shape!r}; use one of {', '.join(SHAPES)}.")
+
+
+def box_position(metadata: dict, frame: int) -> tuple[float, float]:
+    """Top-left corner ``(x, y)`` of the shape's box at ``frame``, from a clip's ``metadata``.
+
+    The path :class:`MovingShapes` draws: ``start_xy`` plus ``speed_px_per_frame`` per frame in the
+    caption's direction (the same float positions its frames are rasterised from).
+    """
+    dx, dy = _STEP[metadata["direction"]]
+    x0, y0 = metadata["start_xy"]
+    step = metadata["speed_px_per_frame"] * frame
+    return x0 + dx * step, y0 + dy * step
 
 
 @component("dataset", "moving_shapes",
