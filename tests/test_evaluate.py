@@ -162,3 +162,49 @@ def test_eval_table_rejects_a_file_that_is_not_a_report(cli, tmp_path):
 def test_eval_rejects_a_bad_count(cli):
     result = cli("eval", "--n", 0)
     assert result.code == 2 and "--n must be >= 1" in result.err
+
+
+def test_a_square_with_rounded_ragged_corners_at_96_px_still_reads_as_a_square():
+    # What a tokenizer makes of a 30 px square at 96 px: the corner pixels gone and the edges
+    # ragged, so the box's fill is under FILL_SQUARE and no single corner pixel is lit. The corner
+    # patches (a tenth of the side) still see the corners; a circle's edge never reaches them.
+    frames = np.zeros((5, 96, 96, 3), np.uint8)
+    for t in range(5):
+        square = np.ones((30, 30), bool)
+        square[0, ::3] = square[-1, 1::3] = square[::3, 0] = square[1::3, -1] = False
+        square[0, 1::3] = square[-1, ::3] = square[2::3, 0] = square[::3, -1] = False
+        for corner in (square, square[::-1], square[:, ::-1], square[::-1, ::-1]):
+            corner[0, :2] = corner[1, 0] = False  # views: cut all four corners
+        frames[t, 20:50, 10 + 8 * t:40 + 8 * t][square] = COLOURS["blue"]
+    found = detect(frames, COLOURS)
+    assert found.fill < 0.92  # the fill rule alone would call it a circle
+    assert found.shape == "square" and found.direction == "right"
+    circle = np.zeros((5, 96, 96, 3), np.uint8)
+    yy, xx = np.mgrid[:96, :96]
+    for t in range(5):
+        circle[t][(yy - 35) ** 2 + (xx - 25 - 8 * t) ** 2 <= 15 ** 2] = COLOURS["blue"]
+    assert detect(circle, COLOURS).shape == "circle"
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), index=st.integers(0, 100))
+def test_a_clip_rendered_at_three_times_the_size_reads_the_same(seed, index):
+    small = MovingShapes(num_clips=index + 1, split="val", seed=seed, size=32)[index]
+    large = MovingShapes(num_clips=index + 1, split="val", seed=seed, size=32, render_scale=3)[index]
+    a, b = detect(_key_frames(small), COLOURS), detect(_key_frames(large), COLOURS)
+    assert (a.colour, a.direction, a.shape) == (b.colour, b.direction, b.shape) == tuple(
+        small.metadata[k] for k in ("colour", "direction", "shape"))
+
+
+def test_the_corner_share_counts_each_lit_corner():
+    # Two of the four corner pixels lit and a fill under FILL_SQUARE: a square by the corner rule
+    # (corners 0.5). Summing the four numpy booleans would OR them and score 0.25 at most.
+    frames = np.zeros((5, 32, 32, 3), np.uint8)
+    for t in range(5):
+        square = np.ones((10, 10), bool)
+        square[0, 0] = square[-1, -1] = False
+        square[0, 1:9] = False  # a ragged top edge: fill 0.90
+        frames[t, 10:20, 2 + 3 * t:12 + 3 * t][square] = COLOURS["red"]
+    found = detect(frames, COLOURS)
+    assert found.fill < 0.92 and found.corners == 0.5
+    assert found.shape == "square"

@@ -116,3 +116,43 @@ def test_any_constant_speed_path_is_straight_and_forward(direction, start, trave
 def test_bad_input_is_refused_with_a_clear_error(frames, direction):
     with pytest.raises(ShapeError):
         motion_scores(frames, direction)
+
+
+def _square_path_at(size, lefts, extent, top):
+    frames = np.zeros((len(lefts), size, size, 3), np.uint8)
+    for t, x in enumerate(lefts):
+        frames[t, top:top + extent, x:x + extent] = (255, 0, 0)
+    return frames
+
+
+def test_the_step_tolerance_is_a_fraction_of_the_frame_not_pixels():
+    # One step back by a 96 px pixel is a third of a 32 px pixel: rasterisation jitter at 96 px as
+    # at 32 px. Two 96 px pixels back (2/3 of a 32 px pixel) and one 32 px pixel back are not.
+    forward = [6, 9, 12, 15, 18, 21, 24]
+    assert motion_scores(_square_path_at(96, [6, 9, 12, 11, 15, 18, 21], 24, 30), "right").forward_steps == 1.0
+    assert motion_scores(_square_path_at(96, [6, 9, 12, 10, 15, 18, 21], 24, 30), "right").forward_steps < 1.0
+    assert motion_scores(_square_path_at(32, [2, 3, 4, 3, 5, 6, 7], 8, 10), "right").forward_steps < 1.0
+    assert motion_scores(_square_path_at(96, forward, 24, 30), "right").forward_steps == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(direction=st.sampled_from(["left", "right", "up", "down"]),
+       steps=st.lists(st.sampled_from([-2, -1, 0, 1, 2, 3]), min_size=2, max_size=16),
+       extents=st.lists(st.integers(6, 9), min_size=17, max_size=17))
+def test_every_motion_metric_reads_a_clip_the_same_at_three_times_its_resolution(direction, steps, extents):
+    # A jittery path whose extent changes too (half-pixel centroid moves), and the same clip with
+    # every pixel repeated 3x3: the centroid path scales by 3 exactly, so every score is the same.
+    along = np.clip(8 + np.cumsum([0, *steps]), 0, SIZE - 10)
+    frames = np.zeros((len(along), SIZE, SIZE, 3), np.uint8)
+    for t, a in enumerate(along):
+        e = extents[t]
+        if direction in ("left", "right"):
+            frames[t, 10:10 + e, a:a + e] = (0, 255, 0)
+        else:
+            frames[t, a:a + e, 10:10 + e] = (0, 255, 0)
+    large = np.repeat(np.repeat(frames, 3, axis=1), 3, axis=2)
+    # 0.4 / 32 of the side: no step of this lattice (multiples of 0.5 px) sits on the boundary.
+    small_s, large_s = (motion_scores(f, direction, step_tolerance=0.4 / 32) for f in (frames, large))
+    assert large_s.forward_steps == small_s.forward_steps
+    assert large_s.drift == pytest.approx(small_s.drift, abs=1e-9)
+    assert large_s.straightness == pytest.approx(small_s.straightness, abs=1e-9)

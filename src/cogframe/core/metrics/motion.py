@@ -8,9 +8,12 @@ the caption's direction, no sideways drift, and a still background. Four numbers
   caption's axis against time. A fit whose slope goes the wrong way (or no motion at all) counts
   as 0, so a clip cannot score well by standing still or running backwards.
 * **forward steps**: the share of frame-to-frame steps that do not go against the caption, i.e.
-  whose displacement along the axis is above ``-step_tolerance`` pixels. The tolerance admits the
-  rasterisation jitter of sub-pixel motion (a real clip at 0.7 px/frame moves in 0 and 1 px
-  jumps); straightness already penalises a clip that does not move.
+  whose displacement along the axis is above ``-step_tolerance`` times the frame side. The
+  tolerance admits the rasterisation jitter of sub-pixel motion (a real 32 px clip at 0.7
+  px/frame moves in 0 and 1 px jumps); straightness already penalises a clip that does not move.
+  It is a fraction of the side, not pixels, so that the same clip scores the same at any
+  resolution: a fixed 0.5 px would be three times stricter on the 96 px frames of the
+  super-resolution stage than on the 32 px frames they are made from.
 * **drift**: the range (max - min) of the centroid across the caption's axis, as a fraction of the
   frame side. Real clips have none.
 * **flicker**: the mean absolute frame-to-frame change of the pixels outside the object (in both
@@ -30,10 +33,12 @@ import numpy as np
 
 from cogframe.errors import ShapeError
 
-__all__ = ["AXES", "MotionScores", "motion_scores", "motion_table", "summarize_motion"]
+__all__ = ["AXES", "STEP_TOLERANCE", "MotionScores", "motion_scores", "motion_table", "summarize_motion"]
 
 # Unit direction (axis index, sign) per caption word; image y grows downwards.
 AXES: dict[str, tuple[int, int]] = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}
+# Backward jitter a forward step may have, as a fraction of the frame side: 0.5 px at 32 px.
+STEP_TOLERANCE = 0.5 / 32
 
 
 @dataclass(frozen=True)
@@ -79,14 +84,15 @@ def _flicker(frames: np.ndarray, masks: np.ndarray) -> float:
 
 
 def motion_scores(frames: np.ndarray, direction: str, *, threshold: int = 100,
-                  step_tolerance: float = 0.5) -> MotionScores:
+                  step_tolerance: float = STEP_TOLERANCE) -> MotionScores:
     """Scores the motion of one clip against its caption's direction.
 
     Args:
         frames: uint8 ``[T, H, W, 3]`` with ``T >= 3``.
         direction: ``left``, ``right``, ``up`` or ``down``.
         threshold: Brightest-channel level from which a pixel belongs to the object.
-        step_tolerance: Pixels a step may go backwards and still count as forward (jitter).
+        step_tolerance: How far a step may go backwards and still count as forward (jitter), as
+            a fraction of the frame side (the default is 0.5 px at 32 px).
 
     Raises:
         ShapeError: Not ``[T, H, W, 3]`` with at least 3 frames, or an unknown direction.
@@ -118,8 +124,8 @@ def motion_scores(frames: np.ndarray, direction: str, *, threshold: int = 100,
     total = ((along - along.mean()) ** 2).sum()
     r2 = 1.0 - residual / total if total > 1e-12 else 0.0
     straightness = float(max(0.0, r2)) if slope > 0 else 0.0
-    forward = float((np.diff(along) > -step_tolerance).mean())
     side = max(frames.shape[1], frames.shape[2])
+    forward = float((np.diff(along) > -step_tolerance * side).mean())
     drift = float((across.max() - across.min()) / side)
     return MotionScores(straightness, forward, drift, flicker, float(slope))
 
