@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +282,29 @@ def test_web_switch_follows_the_recipe(tmp_path, sr_weights):
     assert json.loads(Path(result.details).read_text())["size"] == [32, 32]
     with pytest.raises(ConfigError, match="super_resolution"):
         generate(WebSettings(prompt="a red circle moving left", rounds=0, super_resolution=True), tmp_path)
+
+
+def test_eval_scores_super_resolved_videos_with_the_32_px_classifier(cli, tmp_path, sr_weights):
+    # The shipped Fréchet classifier reads 32 px clips; eval averages the 96 px ones (and the real
+    # clips beside them) down to it instead of failing after generating.
+    report = tmp_path / "sr.json"
+    result = cli("eval", "--recipe", "tiny/sample_sr", "--n", 2, "--batch", 2, "--rounds", 0, "--json", report,
+                 f"super_resolution.model.weights={sr_weights}")
+    assert result.code == 0, result.err
+    data = json.loads(report.read_text())
+    assert data["frames"] == 5
+    assert all(math.isfinite(v) and v >= 0 for v in data["frechet"].values()), data["frechet"]
+
+
+def test_clips_are_averaged_down_to_the_classifier_size_by_whole_blocks():
+    from cogframe.cli.eval import _at_size
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
+    large = np.repeat(np.repeat(small, 3, axis=2), 3, axis=3)
+    assert np.array_equal(_at_size(large, 32), small) and _at_size(small, 32) is small
+    half = large.copy()
+    half[:, :, 0, 0] = 0  # one pixel of a 3x3 block: the block mean moves by a ninth
+    assert abs(int(_at_size(half, 32)[0, 0, 0, 0, 0]) - round(int(small[0, 0, 0, 0, 0]) * 8 / 9)) <= 1
+    with pytest.raises(ConfigError, match="whole multiples"):
+        _at_size(rng.integers(0, 256, (1, 3, 40, 40, 3), dtype=np.uint8), 32)

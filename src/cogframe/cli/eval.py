@@ -9,6 +9,8 @@ generates one clip per caption with the recipe, decodes it to pixels and scores 
   and flicker outside the object;
 * **Fréchet distance** (:mod:`cogframe.core.metrics.frechet`) to a reference set of real clips on
   the features of the shipped video classifier (``--classifier``), an offline analogue of FVD.
+  Clips at a whole multiple of the classifier's frame size (the 96 px videos of tiny/sample_sr)
+  are averaged down to it first, every set alike, as FVD resizes clips to its network's input.
 
 Real clips give every metric's ceiling in the same table. They have exactly the frames of the
 generated clips: validation clips for which CogVideo's lowest-frame-rate rule (over the recipe's
@@ -191,10 +193,33 @@ def _frechet(classifier_dir: str, generated: np.ndarray, real: np.ndarray, token
     if len(generated) < 2:
         return {key: None for key in GROUPS}
     classifier = load_video_classifier(classifier_dir)
-    stats = {key: feature_stats(embed_clips(classifier, clips), name=key)
+    stats = {key: feature_stats(embed_clips(classifier, _at_size(clips, classifier.size)), name=key)
              for key, clips in (("generated", generated), ("real", real), ("real_tokenized", tokenized),
                                 ("reference", reference))}
     return {key: frechet_distance_of_stats(stats[key], stats["reference"]) for key in GROUPS}
+
+
+def _at_size(clips: np.ndarray, size: int) -> np.ndarray:
+    """``[B, T, H, W, 3]`` uint8 clips at the classifier's ``size``: k x k pixel blocks averaged
+    when ``H == W == k * size`` (the 96 px videos of the super-resolution stage), as FVD resizes
+    every clip to its network's input. Every set (generated and real) goes through the same
+    resize, so the distance compares like with like.
+
+    Raises:
+        ConfigError: Frames that are not ``size`` or a whole multiple of it.
+    """
+    from cogframe.errors import ConfigError
+
+    side = clips.shape[2]
+    if clips.shape[2:4] == (size, size):
+        return clips
+    if clips.shape[2] != clips.shape[3] or side % size:
+        raise ConfigError(f"the clips are {clips.shape[2]}x{clips.shape[3]} px and the Fréchet classifier reads "
+                          f"{size}x{size}; only whole multiples of its size are averaged down to it. Pass a "
+                          "classifier trained at this size (--classifier) or skip the distance with --no-frechet.")
+    k = side // size
+    blocks = clips.reshape(*clips.shape[:2], size, k, size, k, 3).astype(np.float32).mean((3, 5))
+    return np.round(blocks).astype(np.uint8)
 
 
 def _motion(clips: np.ndarray, directions: list[str]) -> list:
