@@ -27,6 +27,13 @@ the 3600 high-res rows and keys the 400 low-res + 3600 high-res rows, as the mod
 channel. Dense ``sdpa`` with the dense mask against the sparse ``sr_local_window`` backend::
 
     python benchmarks/attention.py --workload sr --backends sdpa sr_local_window --repeats 3
+
+Spatial-channel workload (``--workload spatial``): the base (CogView2) channel of the released
+stage-1 model in a training forward, ``frames`` frames of 20x20 tokens after 64 text slots (16 of
+them padding), the own-frame causal mask, queries = keys = every slot, B=1, H=2 heads of dim 64.
+Dense ``sdpa`` against ``frame_blocks`` (each frame's queries against the text and its own frame)::
+
+    python benchmarks/attention.py --workload spatial --frames 5 9 --backends sdpa frame_blocks
 """
 
 from __future__ import annotations
@@ -87,6 +94,18 @@ def interpolation_inputs(torch, frames: int):
     return layout, mask, q_slots, k_slots, text_valid, HEADS
 
 
+def spatial_inputs(torch, frames: int):
+    """The spatial-channel workload of a stage-1 training forward."""
+    from cogframe.core.model.layout import Stage, TokenLayout
+    from cogframe.core.model.masks import spatial_mask
+
+    tpf = GRID * GRID
+    layout = TokenLayout(TEXT_LEN, frames, GRID, GRID, TEXT_LEN, TEXT_LEN + tpf, (frames - 1) * tpf)
+    slots = layout.all_slots()
+    text_valid = (torch.arange(TEXT_LEN) >= TEXT_PAD).unsqueeze(0)
+    return layout, spatial_mask(layout, Stage.SEQUENTIAL), slots, slots, text_valid, HEADS
+
+
 def run_case(backend_text: str, frames: int, mode: str, repeats: int, threads: int,
              workload: str = "interpolation") -> dict:
     """Time and measure one case in this process (called in the child)."""
@@ -99,6 +118,8 @@ def run_case(backend_text: str, frames: int, mode: str, repeats: int, threads: i
     backend = get_registries().build("attention", {"name": name, **kwargs})
     if workload == "sr":
         layout, mask, q_slots, k_slots, text_valid, heads = sr_inputs(torch)
+    elif workload == "spatial":
+        layout, mask, q_slots, k_slots, text_valid, heads = spatial_inputs(torch, frames)
     else:
         layout, mask, q_slots, k_slots, text_valid, heads = interpolation_inputs(torch, frames)
     gen = torch.Generator().manual_seed(0)
@@ -225,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     parser.add_argument("--memory-limit-gb", type=float, default=12,
                         help="address-space limit of each case (it fails cleanly above it)")
-    parser.add_argument("--workload", choices=("interpolation", "sr"), default="interpolation",
-                        help="stage-2 temporal channel (default) or super-resolution 20x20 -> 60x60")
+    parser.add_argument("--workload", choices=("interpolation", "sr", "spatial"), default="interpolation",
+                        help="stage-2 temporal channel (default), super-resolution 20x20 -> 60x60, or the "
+                             "stage-1 spatial channel in training")
     args = parser.parse_args(argv)
     modes = ("forward", "fwd+bwd")
     if args.workload == "sr":

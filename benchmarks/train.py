@@ -5,6 +5,7 @@ Usage::
     python benchmarks/train.py [--threads 2] [--steps 6] [--dtypes float32 bfloat16]
     python benchmarks/train.py --compile both --dtypes float32 --shapes "tiny recipe (4x128)" "small (4x512)" \
         [--profile]
+    python benchmarks/train.py --dtypes float32 --spatial sdpa frame_blocks   # spatial-channel backends
 
 For each model shape it times full training steps of ``core.training.loop``'s step body (forward,
 backward, AdamW update), eager and/or with ``train.compile`` (``model.compile(dynamic=False)``
@@ -71,9 +72,12 @@ def model_flops_per_step(model, batch: int) -> float:
     return float(weight_flops + attention_flops)
 
 
-def bench(name, preset, overrides, batch, dtype_name, steps, compiled=False, profile=False):
+def bench(name, preset, overrides, batch, dtype_name, steps, compiled=False, profile=False, spatial="sdpa"):
+    from cogframe.plugins import get_registries
+
     torch.manual_seed(0)
-    model = build_model(preset, overrides=overrides)
+    backend = get_registries().build("attention", {"name": spatial})
+    model = build_model(preset, overrides=overrides, spatial_attention=backend)
     model.freeze_inherited()
     if compiled:
         model.compile(dynamic=False)
@@ -121,6 +125,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="time eager steps, compiled steps (train.compile), or both")
+    parser.add_argument("--spatial", nargs="+", default=["sdpa"],
+                        help="attention backends of the spatial channel to compare (e.g. sdpa frame_blocks)")
     parser.add_argument("--profile", action="store_true",
                         help="print the top operators of one steady step of each case")
     args = parser.parse_args()
@@ -130,22 +136,21 @@ def main() -> None:
     print(f"threads={args.threads}, torch {torch.__version__}; measured matmul peak: "
           + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()))
     print()
-    print("| model (stage 1, frozen base) | dtype | compile | params | trainable | tokens/s "
+    print("| model (stage 1, frozen base) | spatial | dtype | compile | params | trainable | tokens/s "
           "| model GFLOP/s | MFU | compile time (s) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     profiles = []
     for name in args.shapes:
         preset, overrides, batch = SHAPES[name]
-        for d in args.dtypes:
-            for compiled in modes:
-                r = bench(name, preset, overrides, batch, d, args.steps, compiled, args.profile)
-                mfu = r["model_gflops_per_s"] * 1e9 / peaks[d]
-                compile_s = "" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
-                print(f"| {name} | {d} | {'on' if compiled else 'off'} | {r['params']:,} "
-                      f"| {r['trainable']:,} | {r['tokens_per_s']:,.0f} | {r['model_gflops_per_s']:.1f} "
-                      f"| {mfu:.0%} | {compile_s} |", flush=True)
-                if r["profile"]:
-                    profiles.append((f"{name}, {d}, compile {'on' if compiled else 'off'}", r["profile"]))
+        for d, compiled, spatial in ((d, c, sp) for d in args.dtypes for c in modes for sp in args.spatial):
+            r = bench(name, preset, overrides, batch, d, args.steps, compiled, args.profile, spatial)
+            mfu = r["model_gflops_per_s"] * 1e9 / peaks[d]
+            compile_s = "" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+            print(f"| {name} | `{spatial}` | {d} | {'on' if compiled else 'off'} | {r['params']:,} "
+                  f"| {r['trainable']:,} | {r['tokens_per_s']:,.0f} | {r['model_gflops_per_s']:.1f} "
+                  f"| {mfu:.0%} | {compile_s} |", flush=True)
+            if r["profile"]:
+                profiles.append((f"{name}, {spatial}, {d}, compile {'on' if compiled else 'off'}", r["profile"]))
     for title, table in profiles:
         print(f"\nprofile of one steady step: {title}\n{table}")
 

@@ -328,7 +328,7 @@ def test_build_refuses_a_mask_the_backend_does_not_declare():
     assert "model.attention.spatial: attention 'swin3d' (from builtin:attention_swin3d) does not support " \
            "mask own_frame_interpolation (it handles sequential, interpolation)" in text
     assert "model.attention.temporal" not in text  # the interpolation rule is swin3d's own
-    assert "flex, naive, sdpa, xformers" in text
+    assert "flex, frame_blocks, naive, sdpa, xformers" in text
 
 
 def test_build_refuses_a_device_and_a_dtype_the_backend_does_not_declare():
@@ -351,5 +351,49 @@ def test_validate_refuses_flex_in_a_cpu_training_recipe(cli, tmp_path):
     assert result.code == 2
     assert "model.attention.spatial: attention 'flex' (from builtin:attention_flex) does not support " \
            "backward on cpu" in result.err
-    assert "pick one, e.g. model.attention.spatial.name=naive" in result.err
+    assert "pick one, e.g. model.attention.spatial.name=frame_blocks" in result.err
     assert cli("validate", "-q", str(recipe), "train.device=cuda").err.count("does not support") == 0
+
+
+# ----------------------------------------------------------------------------- frame_blocks
+
+
+@settings(max_examples=40, deadline=None)
+@given(text_len=st.integers(0, 5), frames=st.integers(1, 5), h=st.integers(1, 4), w=st.integers(1, 4),
+       stage=st.sampled_from([Stage.SEQUENTIAL, Stage.INTERPOLATION, Stage.TEXT_TO_IMAGE]),
+       padding=st.sampled_from(["none", "shared", "per_sample"]), pads=st.lists(st.integers(0, 5), min_size=2, max_size=2),
+       text_bias=st.sampled_from([0.0, 1.4]), whole=st.integers(1, 5), seed=st.integers(0, 2**31 - 1))
+def test_frame_blocks_equals_naive_on_the_training_call(text_len, frames, h, w, stage, padding, pads, text_bias,
+                                                       whole, seed):
+    # The fast path: a spatial mask, queries = keys = the first text + F whole frames in order.
+    frames = 1 if stage is Stage.TEXT_TO_IMAGE else frames
+    tpf = h * w
+    layout = TokenLayout(text_len, frames, h, w, text_len, text_len + tpf, (frames - 1) * tpf)
+    mask = spatial_mask(layout, stage)
+    slots = layout.all_slots()[:text_len + min(whole, frames) * tpf]
+    text_valid = None
+    if padding != "none" and text_len:
+        rows = pads[:1] if padding == "shared" else pads
+        text_valid = torch.tensor([[i >= min(p, text_len) for i in range(text_len)] for p in rows])
+    backend = build("frame_blocks")
+    assert backend._whole_frames(mask, slots, slots) == min(whole, frames)
+    q, k, v, grad = inputs(slots, slots, seed)
+    options = {"text_bias": text_bias}
+    want, want_grads = run(build("naive"), q, k, v, mask, slots, slots, text_valid, options, grad)
+    got, got_grads = run(backend, q, k, v, mask, slots, slots, text_valid, options, grad)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
+    for label, a, b in zip("qkv", got_grads, want_grads):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL, msg=lambda m: f"d{label}: {m}")
+
+
+def test_frame_blocks_takes_the_dense_path_for_decoding_and_temporal_masks():
+    layout = TokenLayout(3, 3, 2, 2, 3, 7, 8)
+    backend = build("frame_blocks")
+    spatial = spatial_mask(layout, Stage.SEQUENTIAL)
+    slots = layout.all_slots()
+    assert backend._whole_frames(spatial, slots, slots) == 3
+    assert backend._whole_frames(spatial, slots[-1:], slots) is None  # a KV-cached step
+    assert backend._whole_frames(spatial, slots[:5], slots[:5]) is None  # a partial frame
+    order = layout.inference_slots(Stage.INTERPOLATION)
+    assert backend._whole_frames(spatial_mask(layout, Stage.INTERPOLATION), order, order) is None  # reordered
+    assert backend._whole_frames(temporal_mask(layout, Stage.SEQUENTIAL, 0, TemporalConfig()), slots, slots) is None

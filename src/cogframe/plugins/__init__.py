@@ -25,6 +25,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "cogframe.plugins.attention_flex",
     "cogframe.plugins.attention_xformers",
     "cogframe.plugins.attention_local_window",
+    "cogframe.plugins.attention_frame_blocks",
     "cogframe.plugins.task_train",
     "cogframe.plugins.task_train_super_resolution",
     "cogframe.plugins.tokenizer_sentencepiece",
