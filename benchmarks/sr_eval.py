@@ -10,7 +10,9 @@
       sampler, ``--sampler`` to override), decoded at 96 px, against the true frame;
     * ``vq ceiling``: the true 96 px frame through the tokenizer and back (what SR can reach at most).
 
-    PSNR pools the squared error over all frames (10 log10(1 / MSE), pixels in [0, 1]).
+    PSNR pools the squared error over all frames (10 log10(1 / MSE), pixels in [0, 1]). ``shape``
+    is the share of frames whose shape `cogframe eval`'s detector reads right, each frame scored
+    alone, for the true frames, the VQ ceiling, bicubic and SR (and for the squares alone).
 (c) **What any super-resolution can reach on this domain** (``--bound N``, no model): moving_shapes
     rasterises a shape at a continuous position by pixel centres, with no anti-aliasing, so a
     low-res frame pins the position down only to the set of positions that give the same low-res
@@ -157,7 +159,29 @@ def psnr_section(plan, stage, count: int, keywords: dict) -> dict:
     out = {name: _psnr(float(((img - x_high) ** 2).mean())) for name, img in
            (("bicubic", bicubic), ("sr", sr), ("vq_ceiling", ceiling))}
     out.update(frames=count, size=list(x_high.shape[2:]), sr_seconds=round(seconds, 2),
-               gain_db=out["sr"] - out["bicubic"])
+               gain_db=out["sr"] - out["bicubic"],
+               shape=_shape_scores(captions, {"true": high, "vq_ceiling": _to_uint8(ceiling),
+                                              "bicubic": _to_uint8(bicubic), "sr": _to_uint8(sr)}))
+    return out
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def _shape_scores(captions: list[str], sets: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Share of frames whose shape `cogframe eval`'s detector reads right, each frame alone, per set
+    (and of the squares alone: the shape super-resolution rounds off)."""
+    from cogframe.core.metrics.detector import detect
+    from cogframe.plugins.dataset_moving_shapes import COLOURS
+
+    truth = [c.split()[2] for c in captions]
+    out = {}
+    for name, frames in sets.items():
+        read = [detect(f[None], COLOURS).shape for f in frames]
+        squares = [r == "square" for r, t in zip(read, truth) if t == "square"]
+        out[name] = {"all": float(np.mean([r == t for r, t in zip(read, truth)])),
+                     "squares": float(np.mean(squares)) if squares else float("nan")}
     return out
 
 

@@ -46,3 +46,16 @@ def test_mmse_beats_bicubic_and_a_sampled_sharp_shape(sr_eval):
     assert out["mmse_posterior_mean_image"] > out["sharp_sampled_position"]
     assert out["mmse_posterior_mean_image"] > out["sharp_posterior_mean_position"]
     assert 0.0 < out["posterior_width_px"] < 2.0
+
+
+def test_shape_scores_read_each_frame_alone_and_count_the_squares(sr_eval):
+    from cogframe.plugins.dataset_moving_shapes import MovingShapes
+
+    data = MovingShapes(split="val", num_clips=12, size=32, seed=0, render_scale=3)
+    frames = np.stack([clip.frames[clip.num_frames // 2] for clip in data])
+    captions = [f"a {c.metadata['colour']} {c.metadata['shape']} moving {c.metadata['direction']}" for c in data]
+    blank = np.zeros_like(frames)  # nothing drawn: no shape read right
+    scores = sr_eval._shape_scores(captions, {"true": frames, "blank": blank})
+    assert scores["true"]["all"] == 1.0 and scores["blank"]["all"] == 0.0
+    squares = sum(c.metadata["shape"] == "square" for c in data)
+    assert (scores["true"]["squares"] == 1.0) if squares else np.isnan(scores["true"]["squares"])
