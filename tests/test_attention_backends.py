@@ -397,3 +397,19 @@ def test_frame_blocks_takes_the_dense_path_for_decoding_and_temporal_masks():
     order = layout.inference_slots(Stage.INTERPOLATION)
     assert backend._whole_frames(spatial_mask(layout, Stage.INTERPOLATION), order, order) is None  # reordered
     assert backend._whole_frames(temporal_mask(layout, Stage.SEQUENTIAL, 0, TemporalConfig()), slots, slots) is None
+
+
+@pytest.mark.parametrize("name", ["swin3d", "sr_local_window", "frame_blocks", "flex"])
+def test_backend_caches_refuse_a_negative_size_and_keep_nothing_at_zero(name):
+    from cogframe.plugins._bounded_cache import BoundedCache
+
+    with pytest.raises(ConfigError, match="cache_size must be >= 0, got -1"):
+        get_registries().build("attention", {"name": name, "cache_size": -1})
+    built = []
+    cache = BoundedCache(0)
+    assert cache.get("a", lambda: built.append(1) or 1) == 1 and cache.get("a", lambda: built.append(2) or 2) == 2
+    assert len(cache) == 0 and built == [1, 2]
+    lru = BoundedCache(2)
+    for key in "abca":
+        lru.get(key, lambda: key)
+    assert len(lru) == 2 and lru.get("b", lambda: "rebuilt") == "rebuilt"  # b was evicted, a kept

@@ -17,7 +17,6 @@ Limits of torch's flex_attention that shape this backend:
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
 
 import torch
 
@@ -26,6 +25,7 @@ from cogframe.core.model.masks import MaskSpec
 from cogframe.errors import ConfigError, ShapeError, UnavailableError
 from cogframe.hookspecs import hookimpl
 from cogframe.plugins._availability import flex_unavailable_reason
+from cogframe.plugins._bounded_cache import BoundedCache
 from cogframe.registry import Capabilities, component
 
 __all__ = ["FlexAttention", "flex_unavailable_reason"]
@@ -84,11 +84,8 @@ class FlexAttention:
     """
 
     def __init__(self, compile: bool = False, cache_size: int = 4):
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.compile = bool(compile)
-        self.cache_size = cache_size
-        self._block_masks: OrderedDict[tuple, object] = OrderedDict()
+        self._block_masks: BoundedCache[object] = BoundedCache(cache_size)
 
     def __call__(self, q, k, v, mask: MaskSpec, q_slots, k_slots, text_valid=None, *,
                  scale=None, dropout_p=0.0, text_bias=0.0):
@@ -156,19 +153,14 @@ class FlexAttention:
         key = (mask, str(q_slots.device), q_slots.cpu().numpy().tobytes(),
                k_slots.cpu().numpy().tobytes(), tuple(text_valid.shape),
                text_valid.cpu().numpy().tobytes())
-        if key in self._block_masks:
-            self._block_masks.move_to_end(key)
-            return self._block_masks[key]
-        # One padding pattern for the whole batch: build the block mask once (B=None broadcasts).
-        shared = bool((text_valid == text_valid[:1]).all())
-        mod = _bounded(mask.mask_mod(q_slots, k_slots, text_valid), q_slots.numel(), k_slots.numel())
-        block_mask = create_block_mask(mod, None if shared else text_valid.shape[0], None,
-                                       q_slots.numel(), k_slots.numel(), device=q_slots.device)
-        if self.cache_size:
-            self._block_masks[key] = block_mask
-            while len(self._block_masks) > self.cache_size:
-                self._block_masks.popitem(last=False)
-        return block_mask
+        def build():
+            # One padding pattern for the whole batch: build the block mask once (B=None broadcasts).
+            shared = bool((text_valid == text_valid[:1]).all())
+            mod = _bounded(mask.mask_mod(q_slots, k_slots, text_valid), q_slots.numel(), k_slots.numel())
+            return create_block_mask(mod, None if shared else text_valid.shape[0], None,
+                                     q_slots.numel(), k_slots.numel(), device=q_slots.device)
+
+        return self._block_masks.get(key, build)
 
 
 @hookimpl

@@ -19,14 +19,13 @@ path, as every backend's fallback.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 import torch.nn.functional as F
 
-from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_bias
+from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_sdpa_attention
 from cogframe.core.model.masks import FrameRule, MaskSpec
 from cogframe.hookspecs import hookimpl
+from cogframe.plugins._bounded_cache import BoundedCache
 from cogframe.registry import Capabilities, component
 
 __all__ = ["FrameBlockAttention"]
@@ -59,21 +58,17 @@ class FrameBlockAttention:
     """
 
     def __init__(self, cache_size: int = 4):
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
-        self.cache_size = cache_size
-        self._biases: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._biases: BoundedCache[torch.Tensor] = BoundedCache(cache_size)
 
     def __call__(self, q, k, v, mask: MaskSpec, q_slots, k_slots, text_valid=None, *,
                  scale=None, dropout_p=0.0, text_bias=0.0):
         check_attention_inputs(q, k, v, q_slots, k_slots)
-        scale = default_scale(q, scale)
         frames = self._whole_frames(mask, q_slots, k_slots)
         if frames is None:
-            bias = dense_bias(mask, q_slots, k_slots, text_valid, dtype=q.dtype, text_bias=text_bias)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
-        return self._by_frame(q, k, v, mask, frames, q_slots, text_valid, scale=scale, dropout_p=dropout_p,
-                              text_bias=float(text_bias))
+            return dense_sdpa_attention(q, k, v, mask, q_slots, k_slots, text_valid, scale=scale,
+                                        dropout_p=dropout_p, text_bias=text_bias)
+        return self._by_frame(q, k, v, mask, frames, q_slots, text_valid, scale=default_scale(q, scale),
+                              dropout_p=dropout_p, text_bias=float(text_bias))
 
     @staticmethod
     def _whole_frames(mask: MaskSpec, q_slots: torch.Tensor, k_slots: torch.Tensor) -> int | None:
@@ -91,31 +86,9 @@ class FrameBlockAttention:
         return frames
 
     def _frame_bias(self, mask: MaskSpec, frames: int, dtype, device, text_bias: float) -> torch.Tensor:
-        """``[F, tpf, text + tpf]`` additive mask of each frame's queries over [text; own frame], all text valid.
-
-        Read from the mask predicate (:meth:`MaskSpec.dense`) frame by frame, so it is the dense
-        mask's own entries; padding is applied per call.
-        """
-        key = (mask, frames, dtype, str(device), text_bias)
-        if key in self._biases:
-            self._biases.move_to_end(key)
-            return self._biases[key]
-        layout = mask.layout
-        text = torch.arange(layout.text_len, device=device)
-        rows = []
-        for t in range(frames):
-            r = layout.frame_range(t)
-            own = torch.arange(r.start, r.stop, device=device)
-            allowed = mask.dense(own, torch.cat([text, own]))[0]  # [tpf, text + tpf]
-            bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
-            bias[:, :layout.text_len] += text_bias
-            rows.append(bias.masked_fill(~allowed, float("-inf")))
-        bias = torch.stack(rows)
-        if self.cache_size:
-            self._biases[key] = bias
-            while len(self._biases) > self.cache_size:
-                self._biases.popitem(last=False)
-        return bias
+        """:func:`_frame_bias` of this call, kept per mask, frame count, dtype, device and text bias."""
+        return self._biases.get((mask, frames, dtype, str(device), text_bias),
+                                lambda: _frame_bias(mask, frames, dtype, device, text_bias))
 
     def _by_frame(self, q, k, v, mask, frames, slots, text_valid, *, scale, dropout_p, text_bias):
         layout = mask.layout
@@ -147,10 +120,28 @@ class FrameBlockAttention:
         if not n_text:
             return out
         text_slots = slots[:n_text]
-        text_mask = dense_bias(mask, text_slots, text_slots, text_valid, dtype=q.dtype, text_bias=text_bias)
-        out_text = F.scaled_dot_product_attention(q[:, :, :n_text], k[:, :, :n_text], v[:, :, :n_text],
-                                                  attn_mask=text_mask, dropout_p=dropout_p, scale=scale)
+        out_text = dense_sdpa_attention(q[:, :, :n_text], k[:, :, :n_text], v[:, :, :n_text], mask, text_slots,
+                                        text_slots, text_valid, scale=scale, dropout_p=dropout_p, text_bias=text_bias)
         return torch.cat([out_text, out], dim=2)
+
+
+def _frame_bias(mask: MaskSpec, frames: int, dtype, device, text_bias: float) -> torch.Tensor:
+    """``[F, tpf, text + tpf]`` additive mask of each frame's queries over [text; own frame], all text valid.
+
+    Read from the mask predicate (:meth:`MaskSpec.dense`) frame by frame, so it is the dense mask's
+    own entries; text padding is applied per call.
+    """
+    layout = mask.layout
+    text = torch.arange(layout.text_len, device=device)
+    rows = []
+    for t in range(frames):
+        r = layout.frame_range(t)
+        own = torch.arange(r.start, r.stop, device=device)
+        allowed = mask.dense(own, torch.cat([text, own]))[0]  # [tpf, text + tpf]
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        bias[:, :layout.text_len] += text_bias
+        rows.append(bias.masked_fill(~allowed, float("-inf")))
+    return torch.stack(rows)
 
 
 @hookimpl

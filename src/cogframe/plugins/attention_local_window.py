@@ -16,14 +16,13 @@ Other calls (text and low-res rows, partial or reordered slots) take the exact d
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 import torch.nn.functional as F
 
-from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_bias
+from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_sdpa_attention
 from cogframe.core.model.sr_masks import Border, SuperResolutionMask, window_span
 from cogframe.hookspecs import hookimpl
+from cogframe.plugins._bounded_cache import BoundedCache
 from cogframe.registry import Capabilities, component
 
 __all__ = ["LocalWindowAttention", "local_window_attention"]
@@ -57,33 +56,19 @@ class LocalWindowAttention:
     """
 
     def __init__(self, cache_size: int = 4):
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
-        self.cache_size = cache_size
-        self._biases: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._biases: BoundedCache[torch.Tensor] = BoundedCache(cache_size)
 
     def __call__(self, q, k, v, mask, q_slots, k_slots, text_valid=None, *,
                  scale=None, dropout_p=0.0, text_bias=0.0):
         check_attention_inputs(q, k, v, q_slots, k_slots)
-        scale = default_scale(q, scale)
         if isinstance(mask, SuperResolutionMask) and _is_tile_call(mask, q_slots, k_slots):
-            return local_window_attention(q, k, v, mask, scale=scale, dropout_p=dropout_p,
+            return local_window_attention(q, k, v, mask, scale=default_scale(q, scale), dropout_p=dropout_p,
                                           bias=self._bias(mask, q.dtype, q.device))
-        bias = dense_bias(mask, q_slots, k_slots, text_valid, dtype=q.dtype, text_bias=text_bias)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p,
-                                              scale=scale)
+        return dense_sdpa_attention(q, k, v, mask, q_slots, k_slots, text_valid, scale=scale,
+                                    dropout_p=dropout_p, text_bias=text_bias)
 
     def _bias(self, mask: SuperResolutionMask, dtype, device) -> torch.Tensor:
-        key = (mask, dtype, str(device))
-        if key in self._biases:
-            self._biases.move_to_end(key)
-            return self._biases[key]
-        bias = offset_bias(mask, dtype=dtype, device=device)
-        if self.cache_size:
-            self._biases[key] = bias
-            while len(self._biases) > self.cache_size:
-                self._biases.popitem(last=False)
-        return bias
+        return self._biases.get((mask, dtype, str(device)), lambda: offset_bias(mask, dtype=dtype, device=device))
 
 
 def _is_tile_call(mask: SuperResolutionMask, q_slots: torch.Tensor, k_slots: torch.Tensor) -> bool:

@@ -14,15 +14,14 @@ with :func:`~cogframe.core.model.attention.dense_bias`), see :class:`Swin3dAtten
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 import torch.nn.functional as F
 
-from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_bias
+from cogframe.core.model.attention import check_attention_inputs, default_scale, dense_bias, dense_sdpa_attention
 from cogframe.core.model.masks import MaskSpec
 from cogframe.errors import ShapeError
 from cogframe.hookspecs import hookimpl
+from cogframe.plugins._bounded_cache import BoundedCache
 from cogframe.plugins._swin3d_windows import WindowPartition, build_partition
 from cogframe.registry import Capabilities, component
 
@@ -61,37 +60,24 @@ class Swin3dAttention:
     """
 
     def __init__(self, cache_size: int = 4):
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
-        self.cache_size = cache_size
-        self._plans: OrderedDict[tuple, WindowPartition | None] = OrderedDict()
+        self._plans: BoundedCache[WindowPartition | None] = BoundedCache(cache_size)
 
     def __call__(self, q, k, v, mask: MaskSpec, q_slots, k_slots, text_valid=None, *,
                  scale=None, dropout_p=0.0, text_bias=0.0):
         check_attention_inputs(q, k, v, q_slots, k_slots)
-        scale = default_scale(q, scale)
         plan = self._plan(mask, q_slots, k_slots, q.dtype, q.device, float(text_bias))
         if plan is None:
-            bias = dense_bias(mask, q_slots, k_slots, text_valid, dtype=q.dtype, text_bias=text_bias)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p,
-                                                  scale=scale)
-        return _window_attention(q, k, v, plan, mask, q_slots, k_slots, text_valid, scale=scale,
-                                 dropout_p=dropout_p, text_bias=text_bias)
+            return dense_sdpa_attention(q, k, v, mask, q_slots, k_slots, text_valid, scale=scale,
+                                        dropout_p=dropout_p, text_bias=text_bias)
+        return _window_attention(q, k, v, plan, mask, q_slots, k_slots, text_valid,
+                                 scale=default_scale(q, scale), dropout_p=dropout_p, text_bias=text_bias)
 
     def _plan(self, mask, q_slots, k_slots, dtype, device, text_bias) -> WindowPartition | None:
         if mask.window is None or not mask.is_temporal:
             return None  # skip hashing the slot tables for calls that can never be windowed
         key = (mask, dtype, str(device), text_bias, q_slots.cpu().numpy().tobytes(),
                k_slots.cpu().numpy().tobytes())
-        if key in self._plans:
-            self._plans.move_to_end(key)
-            return self._plans[key]
-        plan = build_partition(mask, q_slots, k_slots, dtype, device, text_bias)
-        if self.cache_size:
-            self._plans[key] = plan
-            while len(self._plans) > self.cache_size:
-                self._plans.popitem(last=False)
-        return plan
+        return self._plans.get(key, lambda: build_partition(mask, q_slots, k_slots, dtype, device, text_bias))
 
 
 def _shared_text_valid(mask: MaskSpec, text_valid, batch: int, device) -> torch.Tensor | None:

@@ -19,8 +19,9 @@ from pixels, so a generated clip can be compared with its prompt:
   reaches a patch that small). The patch scales with the box so that a shape reads the same at any
   resolution: a single corner pixel would be a 1 px test at 32 px but a 1/3 px test at 96 px.
   (Until 2026-12-07 the corners were four numpy booleans added together, which ORs them: the
-  share was 0 or 0.25 and never reached 0.5, so squares were told by their fill alone.) The medians over frames decide: taper < ``TAPER_TRIANGLE`` or fill <
-  ``FILL_TRIANGLE`` -> triangle; fill >= ``FILL_SQUARE`` or corners >= 0.5 -> square; else circle.
+  share was 0 or 0.25 and never reached 0.5, so squares were told by their fill alone.) The
+  medians over frames decide: taper < ``TAPER_TRIANGLE`` or fill < ``FILL_TRIANGLE`` -> triangle;
+  fill >= ``FILL_SQUARE`` or corners >= 0.5 -> square; else circle.
   Measured on the 200 real 33-frame clips `cogframe eval --n 200` scores (2026-12-07): 100 % right
   on the clips at 32 and at 96 px; after a round trip through the trained tiny VQ-VAE (whose blur
   rounds square corners and fills circles a little) 100 % at 32 px and 94.5 % at 96 px, where the
