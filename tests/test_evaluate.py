@@ -208,3 +208,40 @@ def test_the_corner_share_counts_each_lit_corner():
     found = detect(frames, COLOURS)
     assert found.fill < 0.92 and found.corners == 0.5
     assert found.shape == "square"
+
+
+def test_eval_with_real_key_frames_interpolates_the_scored_real_clips(cli, tmp_path, monkeypatch):
+    """`--key-frames real`: stage 2 alone, on the key frames of the very real clips it is scored against."""
+    import argparse
+
+    import torch
+
+    from cogframe.cli import eval as ev
+    from cogframe.plugins import get_registries
+    from cogframe.plugins.task_sample import load
+
+    monkeypatch.setenv("COGFRAME_ASSETS", str(make_assets(tmp_path / "assets")))
+    report = tmp_path / "eval.json"
+    result = cli("eval", "--n", 2, "--batch", 1, "--rounds", 1, "--key-frames", "real", "--no-frechet",
+                 "--json", report, *SMALL)
+    assert result.code == 0, result.err
+    assert "key frames: the scored real clips'" in result.out
+    data = json.loads(report.read_text())
+    assert data["key_frames"] == "real" and data["frames"] == 9 and data["fps"] == 2.0
+    common = dict(key_frames=5, key_fps=1.0, rates=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0), size=32)
+    real, targets, _ = ev._real_clips(get_registries(), 4, frames=9, fps=2.0, **common)
+    assert [c["caption"] for c in data["clips"]] == [caption_of(**t) for t in targets[0::2]]
+
+    args = argparse.Namespace(recipe="tiny/sample", overrides=SMALL, rounds=1, seed=0, batch=2, key_frames="real",
+                              data="tiny/prepare", n=2)
+    cfg, plan = ev._plan(args, get_registries(), "a red circle moving left")
+    load(plan)
+    _, batches = ev._real_key_frame_batches(args, plan, get_registries())
+    (_, _, batch), = list(batches)
+    keys = torch.from_numpy(real[0::2][:, ::2].reshape(-1, 32, 32, 3)).permute(0, 3, 1, 2)
+    expected = plan.context.image_tokenizer.encode(keys).reshape(2, 5, *batch.tokens.shape[2:])
+    assert batch.tokens.shape[1] == 9 and torch.equal(batch.tokens[:, ::2], expected)
+    assert batch.passes.get("key_frames") is None and "interpolation" in batch.passes  # stage 1 never ran
+
+    refused = cli("eval", "--n", 2, "--rounds", 0, "--key-frames", "real", "--no-frechet", *SMALL)
+    assert refused.code == 2 and "--rounds >= 1" in refused.err

@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="interpolation rounds before scoring (default: 0, the key frames); a one-stage "
                              "recipe (no interpolation) is scored against the real clips of this many rounds")
     parser.add_argument("--batch", type=int, default=16, help="prompts generated together (default: 16)")
+    parser.add_argument("--key-frames", choices=("generated", "real"), default="generated",
+                        help="'real': skip the first stage and give the later ones (interpolation, super-resolution) "
+                             "the key frames of the scored real clips, through the image tokenizer, to score those "
+                             "stages alone; the captions are the real clips' (default: generated)")
     parser.add_argument("--data", default="tiny/prepare", metavar="RECIPE",
                         help="recipe whose `dataset:` node the real clips come from (its val split): the data the "
                              "models were trained on (default: tiny/prepare)")
@@ -171,6 +175,62 @@ def _real_rule(key_fps: float, key_frames: int, fps: float, frames: int, rounds_
                       f"{(key_frames - 1) * 2 ** rounds + 1}; pass the --rounds of the hierarchical videos it stands "
                       f"beside (--rounds 3 for 33 frames from 5 key frames) so that both are scored against the "
                       "same real clips.")
+
+
+def _real_key_frame_batches(args, plan, registries):
+    """``--key-frames real``: the scored real clips' key frames, interpolated by the recipe's later stages.
+
+    Set A of the real clips (the same clips the table scores, drawn by the same rule) is drawn at
+    the key frames' resolution; its key frames go through the image tokenizer and every stage after
+    the first runs on those token grids, batch by batch, with the batch's seed as usual.
+
+    Returns:
+        ``(targets, batches)``: the real clips' targets (captions added) and a generator of
+        ``(first index, captions, VideoBatch after the stages)``.
+
+    Raises:
+        ConfigError: ``--rounds 0`` (nothing after the key frames to score), or a recipe whose first
+            stage does not make model key frames.
+    """
+    import torch
+
+    from cogframe.core.generation.stages import VideoBatch, run_stages
+    from cogframe.core.io.frame_rate import DEFAULT_RATES
+    from cogframe.core.metrics.detector import caption_of
+    from cogframe.errors import ConfigError
+
+    first_stage, later = plan.stages[0], plan.stages[1:]
+    model = getattr(first_stage, "model", None)
+    if args.rounds < 1 or not later:
+        raise ConfigError("--key-frames real replaces the key frames and scores the stages after them; give "
+                          "--rounds >= 1 (e.g. --rounds 3) with a recipe that interpolates.")
+    if getattr(first_stage, "space", None) != "tokens" or not isinstance(model, str) or not hasattr(first_stage, "frames"):
+        raise ConfigError(f"--key-frames real needs a recipe whose first stage makes model key frames (key_frames); "
+                          f"{args.recipe}'s first stage is {first_stage.name!r}.")
+    context = plan.context
+    layout = context.model_config(model, needed_by="--key-frames real").layout
+    key_fps, key_count = float(first_stage.output_fps), int(first_stage.frames)
+    frames = (key_count - 1) * 2 ** args.rounds + 1
+    size = layout.frame_height * int(getattr(context.image_tokenizer, "downsample", 1))
+    rates = plan.settings.trained_rates(model) or DEFAULT_RATES
+    both, both_targets, _ = _real_clips(registries, 2 * args.n, frames=frames, fps=key_fps * 2 ** args.rounds,
+                                        key_frames=key_count, key_fps=key_fps, rates=tuple(rates), size=size,
+                                        dataset=_data_node(args.data))
+    keys = both[0::2][:, ::2 ** args.rounds]  # set A, as run() scores it; its frames at the key-frame rate
+    targets = [{**t, "caption": caption_of(**t)} for t in both_targets[0::2]]
+    pixels = torch.from_numpy(keys.reshape(-1, *keys.shape[2:])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        tokens = context.image_tokenizer.encode(pixels).to(context.device)
+    tokens = tokens.reshape(args.n, key_count, *tokens.shape[1:])
+
+    def batches():
+        for first in range(0, args.n, args.batch):
+            rows = slice(first, first + args.batch)
+            captions = tuple(t["caption"] for t in targets[rows])
+            start = VideoBatch(captions, args.seed + first, fps=key_fps, tokens=tokens[rows], key_frames=key_count)
+            yield first, captions, run_stages(later, start, decode=context.decode)
+
+    return targets, batches()
 
 
 def _round_trip(context, clips: np.ndarray) -> np.ndarray:
@@ -320,10 +380,14 @@ def run(args: argparse.Namespace) -> int:
     targets = draw_captions(args.n, args.seed, list(COLOURS), SHAPES, DIRECTIONS)
     cfg, plan = _plan(args, registries, targets[0]["caption"])
     load(plan)
+    if args.key_frames == "real":
+        targets, batches = _real_key_frame_batches(args, plan, registries)
+    else:
+        batches = ((first, [t["caption"] for t in targets[first:first + args.batch]], None)
+                   for first in range(0, args.n, args.batch))
     generated, key_frames, rounds_done = [], None, 0
-    for first in range(0, args.n, args.batch):
-        captions = [t["caption"] for t in targets[first:first + args.batch]]
-        batch = generate(plan, captions, args.seed + first)
+    for first, captions, keys in batches:
+        batch = generate(plan, captions, args.seed + first) if keys is None else keys
         key_frames, rounds_done = batch.key_frames, batch.rounds
         generated.append(batch.pixels.numpy())
         print(f"generated {min(first + args.batch, args.n)}/{args.n}", flush=True)
@@ -337,6 +401,8 @@ def run(args: argparse.Namespace) -> int:
         key_fps=key_fps, rates=tuple(rates), size=clips.shape[2], dataset=_data_node(args.data))
     # Alternate A/B so both sets see the same mix of the scan (and so of clip lengths).
     real, reference, real_targets = both[0::2], both[1::2], both_targets[0::2]
+    if args.key_frames == "real" and [{f: t[f] for f in FIELDS} for t in targets] != real_targets:
+        raise RuntimeError("internal error: the real clips whose key frames were interpolated are not the scored ones")
     tokenized = _round_trip(plan.context, real)
     sets = {"generated": (clips, targets), "real": (real, real_targets), "real_tokenized": (tokenized, real_targets)}
     detections = {key: [detect(c, COLOURS) for c in s] for key, (s, _) in sets.items()}
@@ -351,7 +417,8 @@ def run(args: argparse.Namespace) -> int:
     frechet = _frechet(classifier, clips, real, tokenized, reference) if classifier else None
     seconds = time.perf_counter() - start
     print(f"\n{args.recipe}: {args.n} prompts (seed {args.seed}), {clips.shape[1]} frames per clip "
-          f"(rounds {args.rounds}, {plan.fps:g} fps), {seconds:.1f} s ({gen_seconds:.1f} s generating)")
+          f"(rounds {args.rounds}, {plan.fps:g} fps), {seconds:.1f} s ({gen_seconds:.1f} s generating)"
+          + ("; key frames: the scored real clips'" if args.key_frames == "real" else ""))
     print(_table(metrics, motion, frechet, args.n))
     if not shape_ok:
         print(f"shape not reported: the detector gets only {detector_shape:.1%} of the real shapes right "
@@ -388,7 +455,7 @@ def _report(args, cfg, plan, *, metrics, motion, frechet, classifier, shape_ok, 
                  "motion": scores[i].to_dict() if scores else None} for i, (t, d) in enumerate(zip(targets, detections))]
     return {
         "label": args.label or args.recipe, "recipe": args.recipe, "overrides": list(args.overrides),
-        "n": args.n, "seed": args.seed, "rounds": args.rounds, "batch": args.batch,
+        "n": args.n, "seed": args.seed, "rounds": args.rounds, "batch": args.batch, "key_frames": args.key_frames,
         "frames": int(real_info["frames"]), "fps": real_info["fps"], "key_fps": real_info["key_fps"],
         "seconds": seconds["total"], "seconds_generate": seconds["generate"],
         "metrics": metrics, "motion": motion, "frechet": frechet,
