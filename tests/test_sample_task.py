@@ -129,6 +129,8 @@ LONG = "a red circle moving left then a blue square moving right then a green tr
     (["stages.0.first_frame=all"], r"first_frame: 'all' is not a choice; use 'base'"),
     (["~stages.1.token_sampler", "+stages.1.token_sampler=greedy"], r"token_sampler: expected a sampler section such as \{name: top_k"),
     (["stages.1.token_sampler={name: warm}"], r"warm"),
+    (["stages.0.token_sampler={name: warm}"], r"warm"),
+    (["~stages.0.token_sampler", "+stages.0.token_sampler=greedy"], r"token_sampler: expected a sampler section such as \{name: top_k"),
     (["stage2=null"], r"stage2: the recipe has no such section but the interpolation stage reads its model"),
     (["guidance=3"], r"negative_prompt: is empty but guidance is 3"),
     (["stage1.model.weights=/nonexistent/stage1.safetensors"],
@@ -307,8 +309,22 @@ def test_key_frames_can_generate_frame_0_through_both_channels(assets):
     assert OmegaConf.select(load_recipe("tiny/sample"), "stages.0.first_frame") == "both"
     base = _generated("rounds=0", "stages.0.first_frame=base")
     assert not torch.equal(both.tokens[:, 0], base.tokens[:, 0])
-    default = _generated("rounds=0", "stages.0={name: key_frames}")
+    default = _generated("rounds=0", "stages.0={name: key_frames, token_sampler: {name: greedy}}")
     assert torch.equal(default.tokens, base.tokens)
+
+
+def test_key_frames_stage_samples_frames_after_the_first_with_its_own_sampler(assets):
+    # tiny/sample: frame 0 from the recipe's top-k 10 (greedy draws no object there), frames 1-4 greedily.
+    assert OmegaConf.select(load_recipe("tiny/sample"), "stages.0.token_sampler.name") == "greedy"
+    greedy = _generated("rounds=0")
+    top_k = _generated("rounds=0", "stages.0.token_sampler=null")   # null: the recipe's top-k 10
+    assert torch.equal(greedy.tokens[:, 0], top_k.tokens[:, 0])      # frame 0: the recipe's sampler
+    assert not torch.equal(greedy.tokens[:, 1:], top_k.tokens[:, 1:])
+    # With a greedy frame 0 too, nothing depends on the seed: frames 1-4 are greedy.
+    a = _generated("rounds=0", "first_frame_sampler=greedy", seed=1)
+    assert torch.equal(a.tokens, _generated("rounds=0", "first_frame_sampler=greedy", seed=2).tokens)
+    b = _generated("rounds=0", "first_frame_sampler=greedy", "stages.0.token_sampler=null", seed=1)
+    assert torch.equal(a.tokens[:, 0], b.tokens[:, 0]) and not torch.equal(a.tokens, b.tokens)
 
 
 def test_interpolation_stage_takes_its_own_token_sampler(assets):
@@ -355,7 +371,8 @@ def test_a_third_party_stage_plugs_in_by_name(assets, tmp_path):
     try:
         registries.register(Reverse, origin="test")
         pixels, record = {}, None
-        for name, extra in (("plain", []), ("reversed", ["stages=[{name: key_frames, first_frame: both}, {name: interpolation, "
+        for name, extra in (("plain", []), ("reversed", ["stages=[{name: key_frames, first_frame: both, token_sampler: {name: greedy}}, "
+                                                          "{name: interpolation, "
                                                           "rounds: 1, token_sampler: {name: greedy}}, "
                                                           "{name: reverse}]"])):
             cfg = load_recipe("tiny/sample", [f"out={tmp_path}/{name}", *SMALL, *SIDE, *extra])

@@ -29,7 +29,7 @@ from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
 from cogframe.registry import component
 
-__all__ = ["Interpolation", "KeyFrames", "LinearBlend", "Repeat", "prefixed_decode_options"]
+__all__ = ["Interpolation", "KeyFrames", "LinearBlend", "Repeat", "StageSampler", "prefixed_decode_options"]
 
 _RUNTIME = ("context", "fps")
 
@@ -57,17 +57,40 @@ def _duration(fps: float, frames: int, fmt: str) -> str:
 
 
 
-def prefixed_decode_options(ctx, seed: int, guidance: float, prefix: str):
+class StageSampler:
+    """A stage's own ``token_sampler`` option: a sampler section, or None for the recipe's.
+
+    Checked when the stage is built (a section with a registered ``name``), built once on first
+    use (the image tokenizer some samplers read is loaded by then).
+    """
+
+    def __init__(self, node, context) -> None:
+        if node is not None and not (hasattr(node, "get") and node.get("name")):
+            raise ConfigError(f"token_sampler: expected a sampler section such as {{name: top_k, k: 3}} or null, "
+                              f"got {node!r}")
+        if node is not None:
+            context.registries.get("token_sampler", node.get("name"))  # unknown names fail here
+        self.node, self._built = node, None
+
+    def __call__(self, context):
+        """The built sampler (the recipe's ``token_sampler`` when the stage names none)."""
+        if self._built is None:
+            self._built = context.sampler() if self.node is None else context.build_sampler(self.node)
+        return self._built
+
+
+def prefixed_decode_options(ctx, seed: int, guidance: float, prefix: str, sampler=None):
     """Decode options of a stage-1 model pass after a duration prefix (key frames, sliding window).
 
     With guidance != 1 the negative branch is the prefix's negative prompt and the text bias is off
-    (the release's CFG setting); otherwise the recipe's text bias applies.
+    (the release's CFG setting); otherwise the recipe's text bias applies. ``sampler``: the
+    stage's own token sampler (None: the recipe's ``token_sampler``).
     """
     from cogframe.core.generation.decoder import DecodeOptions
 
     s = ctx.settings
     guided = guidance != 1.0
-    return DecodeOptions(ctx.sampler(), seed=seed, guidance=guidance,
+    return DecodeOptions(sampler or ctx.sampler(), seed=seed, guidance=guidance,
                          negative=ctx.negative(prefix) if guided else None,
                          text_bias=0.0 if guided else s.text_bias, parallel=s.parallel, compile=s.compile)
 
@@ -88,6 +111,11 @@ class KeyFrames:
             channels with the duration-prefixed caption, as training sees it, for a stage 1
             trained with ``train.first_frame_loss`` (``tiny/stage1``; ``first_frame_suffix`` is
             then unused).
+        token_sampler: The sampler of frames 1..T-1 (``{name: greedy}``); None: the recipe's
+            ``token_sampler``. Frame 0 always uses the recipe's ``first_frame_sampler`` (or, when
+            that is null, its ``token_sampler``): the first frame must be sampled (greedy decoding
+            draws no object there), while the later frames follow it, and a colder sampler keeps
+            them from drifting sideways (docs/quality.md).
         context: Supplied by the task.
         fps: Supplied by the task (None: this is the first stage).
     """
@@ -95,8 +123,9 @@ class KeyFrames:
     name = "key_frames"
     space = "tokens"
 
-    def __init__(self, model: str = "stage1", first_frame: str = "base", *, context,
+    def __init__(self, model: str = "stage1", first_frame: str = "base", token_sampler=None, *, context,
                  fps: float | None = None) -> None:
+        self.sampler = StageSampler(token_sampler, context)
         if first_frame not in ("base", "both"):
             raise ConfigError(f"first_frame: {first_frame!r} is not a choice; use 'base' (frame 0 through "
                               "the base channel, the release) or 'both' (both channels, as trained)")
@@ -133,7 +162,7 @@ class KeyFrames:
         from cogframe.core.generation.generate import generate_key_frames
 
         ctx, s = self.context, self.context.settings
-        options = prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix)
+        options = prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix, self.sampler(ctx))
         first = DecodeOptions(ctx.sampler(first_frame=True), seed=batch.seed, text_bias=s.text_bias,
                               parallel=s.parallel, compile=s.compile)
         both = self.first_frame == "both"
@@ -179,12 +208,7 @@ class Interpolation:
                  fps: float | None = None) -> None:
         _check_rounds(rounds)
         fps = _check_after_frames(fps, self.name)
-        if token_sampler is not None and not (hasattr(token_sampler, "get") and token_sampler.get("name")):
-            raise ConfigError(f"token_sampler: expected a sampler section such as {{name: top_k, k: 3}} or null, "
-                              f"got {token_sampler!r}")
-        if token_sampler is not None:
-            context.registries.get("token_sampler", token_sampler.get("name"))  # unknown names fail here
-        self.token_sampler, self._sampler = token_sampler, None
+        self.sampler = StageSampler(token_sampler, context)
         if window_batch is not None and window_batch < 1:
             raise ConfigError(f"window_batch: must be a whole number >= 1 or null, got {window_batch}")
         self.context, self.model, self.rounds = context, model, rounds
@@ -223,9 +247,7 @@ class Interpolation:
             return batch.advance(self.name, passes=0)
         ctx, s = self.context, self.context.settings
         guided = self.guidance != 1.0
-        if self._sampler is None:
-            self._sampler = ctx.sampler() if self.token_sampler is None else ctx.build_sampler(self.token_sampler)
-        options = DecodeOptions(self._sampler, seed=batch.seed, guidance=self.guidance,
+        options = DecodeOptions(self.sampler(ctx), seed=batch.seed, guidance=self.guidance,
                                 text_bias=0.0 if guided else s.text_bias, parallel=s.parallel, compile=s.compile,
                                 unmasked_prefix=self.unmasked_prefix)
         result = interpolate(
