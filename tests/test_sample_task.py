@@ -331,7 +331,7 @@ def test_interpolation_stage_takes_its_own_token_sampler(assets):
     greedy = _generated()                                       # tiny/sample fills greedily
     assert OmegaConf.select(load_recipe("tiny/sample"), "stages.1.token_sampler.name") == "greedy"
     top_k = _generated("stages.1.token_sampler=null")           # null: the recipe's top-k 10
-    assert torch.equal(top_k.tokens[:, 0::2], greedy.tokens[:, 0::2])  # key frames: the recipe's sampler
+    assert torch.equal(top_k.tokens[:, 0::2], greedy.tokens[:, 0::2])  # key frames: stage 1 alike in both
     assert not torch.equal(top_k.tokens, greedy.tokens)                 # filled frames: their own
     # Greedy filling depends only on the key frames, not on the seed's draws in stage 2.
     again = _generated()
