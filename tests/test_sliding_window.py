@@ -237,6 +237,22 @@ def test_one_stage_recipe_extends_the_key_frames_at_8_fps_keeping_them(assets):
     assert not torch.equal(generate(plan, captions, 4).tokens[:, 5:], batch.tokens[:, 5:])
 
 
+def test_sliding_window_samples_the_frames_it_adds_with_its_own_sampler(assets):
+    from cogframe.plugins.task_sample import generate
+
+    captions = ("a red circle moving left",)
+    own = _plan("stages.1.num_frames=7", "stages.1.token_sampler={name: top_k, k: 10}")
+    recipe = _plan("stages.1.num_frames=7", "stages.1.token_sampler=null")  # null: the recipe's sampler
+    a, b = generate(own, captions, 3), generate(recipe, captions, 3)
+    assert torch.equal(a.tokens[:, :5], b.tokens[:, :5])        # key frames: the key_frames stage's
+    greedy = _plan("stages.1.num_frames=7", "stages.1.token_sampler={name: greedy}")
+    g = generate(greedy, captions, 3)
+    assert torch.equal(g.tokens[:, :5], a.tokens[:, :5]) and not torch.equal(g.tokens[:, 5:], a.tokens[:, 5:])
+    # Greedy added frames depend on the seed only through the key frames they continue.
+    fixed = _plan("stages.1.num_frames=7", "stages.1.token_sampler={name: greedy}", "first_frame_sampler=greedy")
+    assert torch.equal(generate(fixed, captions, 3).tokens, generate(fixed, captions, 4).tokens)
+
+
 def test_sample_task_writes_the_one_stage_video_with_its_passes_and_timings(cli, assets, tmp_path):
     result = cli("run", "tiny/sample_one_stage", "prompt=a red circle moving left", f"out={tmp_path}/v",
                  "stages.1.num_frames=9", *ONE_STAGE)
@@ -255,6 +271,8 @@ def test_sample_task_writes_the_one_stage_video_with_its_passes_and_timings(cli,
     (["stages.1.num_frames=many"], r"num_frames"),
     (["+stages.1.model=stage2"], r"stage2: the recipe has no such section but the sliding_window stage reads its model"),
     (["stages=[{name: sliding_window}]"], r"sliding_window stage extends frames but comes first; list key_frames"),
+    (["stages.1.token_sampler={name: warm}"], r"unknown token_sampler 'warm'"),
+    (["~stages.1.token_sampler", "+stages.1.token_sampler=greedy"], r"token_sampler: expected a sampler section such as \{name: top_k"),
 ])
 def test_bad_sliding_window_settings_exit_2_at_validate(cli, assets, overrides, message):
     result = cli("validate", "-q", "tiny/sample_one_stage", *ONE_STAGE, *overrides)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
-from cogframe.plugins.stages import _duration, _rates
+from cogframe.plugins.stages import StageSampler, _duration, _rates
 from cogframe.registry import component
 
 __all__ = ["SlidingWindow"]
@@ -48,6 +48,8 @@ class SlidingWindow:
         stride: Frames each window generates after its context (None: the rest of the layout,
             ``frames - context_frames``).
         model: The recipe section of the sequential model (default ``stage1``).
+        token_sampler: The sampler of the frames this stage adds (``{name: greedy}``); None: the
+            recipe's ``token_sampler``. As for ``key_frames`` and ``interpolation``.
         context: Supplied by the task (the sample task's shared context).
         fps: Supplied by the task: the rate of the incoming frames.
     """
@@ -56,9 +58,10 @@ class SlidingWindow:
     space = "tokens"
 
     def __init__(self, num_frames: int = 33, context_frames: int | None = None, stride: int | None = None,
-                 model: str = "stage1", *, context, fps: float | None = None) -> None:
+                 model: str = "stage1", token_sampler=None, *, context, fps: float | None = None) -> None:
         from cogframe.core.generation.sliding import check_window
 
+        self.sampler = StageSampler(token_sampler, context)
         if fps is None:
             raise ConfigError("the sliding_window stage extends frames but comes first; list key_frames before it "
                               "(e.g. stages: [{name: key_frames}, {name: sliding_window, num_frames: 33}])")
@@ -92,7 +95,7 @@ class SlidingWindow:
         from cogframe.plugins.stages import prefixed_decode_options
 
         ctx = self.context
-        options = prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix)
+        options = prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix, self.sampler(ctx))
         result = extend_frames(ctx.model(self.model), batch.tokens,
                                ctx.encode(batch.captions, self.prefix, suffix=self.suffix), boi_id=ctx.boi_id,
                                options=options, num_frames=self.num_frames, context=self.context_frames,
