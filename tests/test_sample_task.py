@@ -131,6 +131,7 @@ LONG = "a red circle moving left then a blue square moving right then a green tr
     (["stages.1.token_sampler={name: warm}"], r"warm"),
     (["stages.0.token_sampler={name: warm}"], r"warm"),
     (["~stages.0.token_sampler", "+stages.0.token_sampler=greedy"], r"token_sampler: expected a sampler section such as \{name: top_k"),
+    (["stages.0.token_sampler=null"], r"speculative: true needs a deterministic token_sampler for frames 1..T-1, such as \{name: greedy\}"),
     (["stage2=null"], r"stage2: the recipe has no such section but the interpolation stage reads its model"),
     (["guidance=3"], r"negative_prompt: is empty but guidance is 3"),
     (["stage1.model.weights=/nonexistent/stage1.safetensors"],
@@ -317,14 +318,28 @@ def test_key_frames_stage_samples_frames_after_the_first_with_its_own_sampler(as
     # tiny/sample: frame 0 from the recipe's top-k 10 (greedy draws no object there), frames 1-4 greedily.
     assert OmegaConf.select(load_recipe("tiny/sample"), "stages.0.token_sampler.name") == "greedy"
     greedy = _generated("rounds=0")
-    top_k = _generated("rounds=0", "stages.0.token_sampler=null")   # null: the recipe's top-k 10
+    top_k = _generated("rounds=0", "stages.0.token_sampler=null", "stages.0.speculative=false")  # the recipe's top-k 10
     assert torch.equal(greedy.tokens[:, 0], top_k.tokens[:, 0])      # frame 0: the recipe's sampler
     assert not torch.equal(greedy.tokens[:, 1:], top_k.tokens[:, 1:])
     # With a greedy frame 0 too, nothing depends on the seed: frames 1-4 are greedy.
     a = _generated("rounds=0", "first_frame_sampler=greedy", seed=1)
     assert torch.equal(a.tokens, _generated("rounds=0", "first_frame_sampler=greedy", seed=2).tokens)
-    b = _generated("rounds=0", "first_frame_sampler=greedy", "stages.0.token_sampler=null", seed=1)
+    b = _generated("rounds=0", "first_frame_sampler=greedy", "stages.0.token_sampler=null", "stages.0.speculative=false",
+                   seed=1)
     assert torch.equal(a.tokens[:, 0], b.tokens[:, 0]) and not torch.equal(a.tokens, b.tokens)
+
+
+def test_speculative_key_frames_are_the_same_in_fewer_passes(assets):
+    assert OmegaConf.select(load_recipe("tiny/sample"), "stages.0.speculative") is True
+    one = ("a red circle moving left",)
+    fast = _generated("rounds=0", captions=one)
+    plain = _generated("rounds=0", "stages.0.speculative=false", captions=one)
+    assert torch.equal(fast.tokens, plain.tokens)  # fp32, as parallel waves: docs/sampling.md
+    assert fast.passes["key_frames"] < plain.passes["key_frames"]
+    # A full batch fills a pass by itself: it decodes as before (core/generation/speculative.py).
+    many = tuple(f"a red circle moving {d}" for d in ("left", "right", "up", "down")) * 4
+    assert _generated("rounds=0", captions=many).passes == _generated(
+        "rounds=0", "stages.0.speculative=false", captions=many).passes
 
 
 def test_interpolation_stage_takes_its_own_token_sampler(assets):

@@ -24,6 +24,8 @@ Nothing here imports torch at import time.
 
 from __future__ import annotations
 
+import dataclasses
+
 from cogframe.config.generation import MAX_ROUNDS
 from cogframe.errors import ConfigError
 from cogframe.hookspecs import hookimpl
@@ -116,6 +118,9 @@ class KeyFrames:
             that is null, its ``token_sampler``): the first frame must be sampled (greedy decoding
             draws no object there), while the later frames follow it, and a colder sampler keeps
             them from drifting sideways (docs/quality.md).
+        speculative: Decode frames 1..T-1 with drafts from the frame before, checked in one pass
+            (:mod:`cogframe.core.generation.speculative`): the same tokens in fewer passes. Needs
+            a deterministic ``token_sampler`` (greedy).
         context: Supplied by the task.
         fps: Supplied by the task (None: this is the first stage).
     """
@@ -123,9 +128,10 @@ class KeyFrames:
     name = "key_frames"
     space = "tokens"
 
-    def __init__(self, model: str = "stage1", first_frame: str = "base", token_sampler=None, *, context,
-                 fps: float | None = None) -> None:
+    def __init__(self, model: str = "stage1", first_frame: str = "base", token_sampler=None,
+                 speculative: bool = False, *, context, fps: float | None = None) -> None:
         self.sampler = StageSampler(token_sampler, context)
+        self.speculative = bool(speculative)  # its sampler is checked when built (validate imports no torch)
         if first_frame not in ("base", "both"):
             raise ConfigError(f"first_frame: {first_frame!r} is not a choice; use 'base' (frame 0 through "
                               "the base channel, the release) or 'both' (both channels, as trained)")
@@ -162,7 +168,13 @@ class KeyFrames:
         from cogframe.core.generation.generate import generate_key_frames
 
         ctx, s = self.context, self.context.settings
-        options = prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix, self.sampler(ctx))
+        sampler = self.sampler(ctx)
+        if self.speculative and not getattr(sampler, "deterministic", False):
+            raise ConfigError("speculative: true needs a deterministic token_sampler for frames 1..T-1, such as "
+                              "{name: greedy} (a sampled token cannot be checked against a draft exactly); set "
+                              "token_sampler: {name: greedy} or speculative: false")
+        options = dataclasses.replace(prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix, sampler),
+                                      speculative=self.speculative)
         first = DecodeOptions(ctx.sampler(first_frame=True), seed=batch.seed, text_bias=s.text_bias,
                               parallel=s.parallel, compile=s.compile)
         both = self.first_frame == "both"

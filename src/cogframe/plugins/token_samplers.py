@@ -38,7 +38,13 @@ def _positive(name: str, value: float) -> float:
 
 @component("token_sampler", "greedy", description="Most likely token (argmax); no randomness.")
 class GreedySampler:
-    """The most likely token of each row (the first one on ties)."""
+    """The most likely token of each row (the first one on ties).
+
+    ``deterministic``: the token depends on the logits alone (no noise, no position), which is what
+    makes speculative decoding exact with it (:mod:`cogframe.core.generation.speculative`).
+    """
+
+    deterministic = True
 
     def __call__(self, logits: torch.Tensor, positions: torch.Tensor, noise: RowNoise) -> torch.Tensor:
         return logits.argmax(-1)

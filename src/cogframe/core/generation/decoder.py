@@ -69,6 +69,9 @@ class DecodeOptions:
             first run pays the compilation (and a recompile when the pass shape first changes);
             fused kernels round differently from eager ones, so logits differ by float rounding.
             ``benchmarks/sampling.py --only f`` measures whether it pays (on the CPU it does not).
+        speculative: Where the caller supports it (key frames 1..T-1), decode with drafts from the
+            previous frame, checked in one pass (:mod:`cogframe.core.generation.speculative`):
+            the same tokens in fewer passes; needs a deterministic sampler (greedy).
     """
 
     sampler: TokenSampler
@@ -79,6 +82,7 @@ class DecodeOptions:
     parallel: bool = False
     unmasked_prefix: bool = False
     compile: bool = False
+    speculative: bool = False
 
 
 @dataclass
@@ -241,6 +245,35 @@ class _WavePlan:
         return out
 
 
+def start_run(model, prompt: TextPrompt, boi_id: int, options: DecodeOptions, given_frames: Sequence[int],
+              given: torch.Tensor | None) -> "tuple[_Frames, list[_Branch]]":
+    """The frame state (given frames in place) and the text branches, each with a new KV cache."""
+    layout = model.config.layout
+    state = _Frames(layout, prompt.batch, boi_id, prompt.ids.device)
+    for i, t in enumerate(given_frames):
+        state.give(t, given[:, i])
+    branches = [_Branch(model, prompt)]
+    if options.negative is not None:
+        options.negative.check(layout.text_len)
+        branches.append(_Branch(model, options.negative.expand(prompt.batch)))
+    return state, branches
+
+
+def forward_branches(model, branches: "list[_Branch]", state: _Frames, slots: torch.Tensor, options: DecodeOptions,
+                     use_temporal: bool, frame_inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """One pass of every text branch over ``slots``; the (guided) ``[B, n, V]`` logits.
+
+    ``frame_inputs``: the inputs of ``slots`` when they are all frame slots (shared by the
+    branches, which differ in their text only).
+    """
+    text_len = model.config.layout.text_len
+    outs = [model(frame_inputs if frame_inputs is not None else b.inputs(state.inputs, slots, text_len),
+                  slots=slots, text_valid=b.valid, cache=b.cache, use_temporal=use_temporal,
+                  text_bias=options.text_bias)
+            for b in branches]
+    return outs[0] if len(outs) == 1 else combine_guidance(outs[0], outs[1], options.guidance)
+
+
 def _check_given(layout: TokenLayout, given: torch.Tensor | None, n_given: int, batch: int) -> None:
     if n_given == 0:
         return
@@ -313,25 +346,10 @@ def decode_frames(
                          "sequential or cache-dependency schedule.")
     streams = torch.arange(batch) if streams is None else streams.long().cpu()
     device = prompt.ids.device
-    state = _Frames(layout, batch, boi_id, device)
-    for i, t in enumerate(given_frames):
-        state.give(t, given[:, i])
-    branches = [_Branch(model, prompt)]
-    if options.negative is not None:
-        options.negative.check(layout.text_len)
-        branches.append(_Branch(model, options.negative.expand(batch)))
+    state, branches = start_run(model, prompt, boi_id, options, given_frames, given)
 
     def forward(slots: torch.Tensor, frame_inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """One pass of every branch over ``slots``; the (guided) logits.
-
-        ``frame_inputs``: the inputs of ``slots`` when they are all frame slots (shared by the
-        branches, which differ in their text only).
-        """
-        outs = [model(frame_inputs if frame_inputs is not None else
-                      b.inputs(state.inputs, slots, layout.text_len), slots=slots, text_valid=b.valid,
-                      cache=b.cache, use_temporal=use_temporal, text_bias=options.text_bias)
-                for b in branches]
-        return outs[0] if len(outs) == 1 else combine_guidance(outs[0], outs[1], options.guidance)
+        return forward_branches(model, branches, state, slots, options, use_temporal, frame_inputs)
 
     compiled = _compiled_layers(model) if options.compile else contextlib.nullcontext()
     with compiled:  # the passes: prefix, then every wave (sample, write, drop finished frames)

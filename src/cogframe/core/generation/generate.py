@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from cogframe.core.generation.decoder import DecodeOptions, DecodeResult, decode_frames
+from cogframe.core.generation.speculative import decode_frames_speculative, draft_length
 from cogframe.core.generation.interpolation import merge_windows, split_windows
 from cogframe.core.model.layout import Stage
 from cogframe.core.model.transformer import CogVideoTransformer
@@ -89,7 +90,8 @@ def generate_key_frames(
         model: Stage-1 (sequential) model in eval mode.
         prompt: Duration-prefixed prompt (``"4.0s" <n> caption``), ``[B, text_len]``.
         boi_id: BOI token id.
-        options: Sampling of frames 1..T-1.
+        options: Sampling of frames 1..T-1 (``options.speculative``: drafted from the frame before,
+            :mod:`cogframe.core.generation.speculative`).
         first_frame: ``[B, h, w]`` tokens of frame 0; None generates it (base channel only).
         first_prompt: Prompt of the first frame (default: ``prompt``).
         first_options: Sampling of the first frame (default: ``options``).
@@ -112,12 +114,13 @@ def generate_key_frames(
     if tuple(first_frame.shape) != expected:
         raise ShapeError(f"first_frame must be [batch, height, width] = {expected}, got "
                          f"{tuple(first_frame.shape)}.")
-    rest = decode_frames(
-        model, prompt, boi_id=boi_id, options=options,
-        given_frames=layout.given_frames(Stage.SEQUENTIAL),
-        generated_frames=layout.target_frames(Stage.SEQUENTIAL),
-        given=first_frame.unsqueeze(1), return_logits=return_logits,
-    )
+    frames = dict(given_frames=layout.given_frames(Stage.SEQUENTIAL),
+                  generated_frames=layout.target_frames(Stage.SEQUENTIAL), given=first_frame.unsqueeze(1))
+    # Drafting pays only while a pass has few rows (speculative.DRAFT_ROWS); a full batch decodes as usual.
+    if options.speculative and not return_logits and draft_length(prompt.batch) > 1:
+        rest = decode_frames_speculative(model, prompt, boi_id=boi_id, options=options, **frames)
+    else:
+        rest = decode_frames(model, prompt, boi_id=boi_id, options=options, return_logits=return_logits, **frames)
     rest.passes += passes
     return rest
 

@@ -348,6 +348,28 @@ class KVCache:
         self.spatial_slots = self._slots[0, :s0 + n]
         self.temporal_slots = self._slots[1, :t0 + n]
 
+    def truncate(self, n: int) -> None:
+        """Forget the last ``n`` slots of the last pass (rejected drafts of speculative decoding).
+
+        Their keys stay in the buffers and the next pass writes over them. Only slots of the
+        last pass may go: an earlier pass's keys may already have moved (``retain_spatial_frames``).
+
+        Raises:
+            ShapeError: ``n`` is negative or more than the last pass fed.
+        """
+        fed = self.temporal_range[1] - self.temporal_range[0]
+        if not 0 <= n <= fed or self._temporal_len != self.temporal_range[1]:
+            raise ShapeError(f"truncate({n}): only the {fed} slots of the last pass can be dropped, once.")
+        if n == 0:
+            return
+        self._spatial_len -= n
+        self._temporal_len -= n
+        self.spatial_range = (self.spatial_range[0], self._spatial_len)
+        self.temporal_range = (self.temporal_range[0], self._temporal_len)
+        self.spatial_slots = self._slots[0, :self._spatial_len]
+        self.temporal_slots = self._slots[1, :self._temporal_len]
+        self._visible = {}
+
     def retain_spatial_frames(self, layout: TokenLayout, frames) -> None:
         """Keep spatial keys of text and of the given frames only (exact: see class doc)."""
         if self.spatial_slots is None:

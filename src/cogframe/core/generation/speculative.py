@@ -1,0 +1,156 @@
+"""Exact speculative decoding of sequential frames under a deterministic (greedy) sampler.
+
+Sequential decoding feeds one slot per pass: at the tiny width a pass costs about the same for one
+query as for dozens (docs/benchmarks.md: a batch-1 pass is bound by moving the weights), so a
+frame of 64 tokens costs 64 passes. Yet most of a frame repeats the frame before it (the
+background, the parts of the object that did not move). Speculative decoding (Leviathan et al.,
+"Fast Inference from Transformers via Speculative Decoding", 2023) drafts several tokens cheaply
+and checks them all in one pass of the real model; here the draft is free, with no second network:
+each slot's draft is the token at the same place in the previous frame.
+
+One pass feeds slots ``p .. p+k-1`` of a frame, slot ``p`` with its known input and each later slot
+with the draft of the slot before it as input. The sequential model's mask is causal in slot order,
+so the logits of slot ``p+j`` depend only on the inputs of slots up to ``p+j``; they are the logits
+sequential decoding would compute as long as every draft before ``p+j`` equals the token picked
+there. So the pass keeps the tokens picked at ``p`` and at every later slot whose preceding drafts
+all matched (across the batch), and drops the keys of the other slots from the cache
+(:meth:`~cogframe.core.model.transformer.KVCache.truncate`); the next pass starts at the first slot
+not kept. With a sampler whose token depends on the logits alone (``deterministic = True``: greedy),
+the tokens are those of one-slot-per-pass decoding, up to the float summation order that any pass
+of several queries has (as for parallel waves, :mod:`cogframe.core.generation.decoder`). Sampling
+samplers are refused: their draws would need the rejection scheme of the paper to stay exact.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from cogframe.core.generation.decoder import (
+    DecodeOptions, DecodeResult, _check_given, _retain, forward_branches, plan_schedule, start_run,
+)
+from cogframe.core.generation.guidance import check_guidance
+from cogframe.core.generation.prompts import TextPrompt
+from cogframe.core.generation.token_sampling import RowNoise
+from cogframe.core.model.layout import Stage
+from cogframe.errors import ConfigError
+
+__all__ = ["DRAFT_ROWS", "decode_frames_speculative", "draft_length", "is_deterministic"]
+
+# Query rows (drafted slots x batch rows) one speculative pass may carry. A pass's cost is flat in
+# its rows only while they are few: on the tiny stage 1 (2-core AMD EPYC, 1 thread; key frames 1-4)
+# one prompt went 0.93 s -> 0.36 s with 16 drafted slots a pass and 0.45 s with 64, four prompts
+# 1.20 -> 0.84 s with 4 slots and 1.26 s with 64, and sixteen prompts were slower with any draft
+# (2.3 s -> 2.7 s with 8), since the batch already fills a pass.
+DRAFT_ROWS = 16
+
+
+def draft_length(batch: int) -> int:
+    """Slots a speculative pass drafts for ``batch`` prompts (1: no drafting pays)."""
+    return max(1, DRAFT_ROWS // max(1, int(batch)))
+
+
+def is_deterministic(sampler) -> bool:
+    """Whether ``sampler``'s token depends on the logits alone (it declares ``deterministic = True``)."""
+    return bool(getattr(sampler, "deterministic", False))
+
+
+def _check(model, options: DecodeOptions, given_frames: Sequence[int], generated_frames: Sequence[int]) -> None:
+    if model.training:
+        raise ConfigError("the model is in training mode (dropout would make decoding random); "
+                          "call model.eval() before sampling.")
+    if model.config.stage is not Stage.SEQUENTIAL:
+        raise ConfigError(f"speculative decoding needs a sequential (stage-1) model, whose mask is causal in slot "
+                          f"order; got a '{model.config.stage.value}' one. Turn `speculative` off for it.")
+    if not is_deterministic(options.sampler):
+        raise ConfigError(f"speculative decoding is exact only with a deterministic sampler such as greedy; "
+                          f"{type(options.sampler).__name__} samples. Use token_sampler {{name: greedy}} or turn "
+                          "`speculative` off.")
+    if options.compile:
+        raise ConfigError("speculative decoding does not run compiled (its passes change length every pass); "
+                          "turn `compile` or `speculative` off.")
+    order = list(given_frames) + list(generated_frames)
+    if not generated_frames or order != list(range(len(order))) or not given_frames:
+        raise ConfigError(f"speculative decoding drafts each frame from the one before it: give frames "
+                          f"0..k-1 and generate the frames after them in order; got given {list(given_frames)}, "
+                          f"generated {list(generated_frames)}.")
+
+
+@torch.no_grad()
+def decode_frames_speculative(
+    model,
+    prompt: TextPrompt,
+    *,
+    boi_id: int,
+    options: DecodeOptions,
+    generated_frames: Sequence[int],
+    given_frames: Sequence[int],
+    given: torch.Tensor,
+    use_temporal: bool = True,
+    max_draft: int | None = None,
+) -> DecodeResult:
+    """Generate ``generated_frames`` after ``given_frames`` with drafts from each previous frame.
+
+    Args:
+        model: A sequential :class:`~cogframe.core.model.transformer.CogVideoTransformer` in eval mode.
+        prompt: ``[B, text_len]`` text condition.
+        boi_id: Id of the BOI token.
+        options: A deterministic sampler (greedy), guidance, text bias (``parallel`` is not used:
+            the passes are this decoder's own).
+        generated_frames: Frames to generate, in order, right after the given ones.
+        given_frames: Frames ``0 .. k-1``, whose tokens are given.
+        given: ``[B, len(given_frames), h, w]`` token ids of the given frames.
+        use_temporal: False decodes through the base (spatial) channel only.
+        max_draft: Most slots one pass feeds (None: :func:`draft_length` of the batch).
+
+    Returns:
+        The frames, and the passes run (per text branch, the prefix pass included).
+
+    Raises:
+        ConfigError: Not a sequential model, a sampler that samples, compile on, frames out of order.
+        ShapeError: Prompt or given frames that do not fit the layout.
+    """
+    _check(model, options, given_frames, generated_frames)
+    layout = model.config.layout
+    prompt.check(layout.text_len)
+    batch, device = prompt.batch, prompt.ids.device
+    check_guidance(options.guidance, options.negative is not None)
+    _check_given(layout, given, len(given_frames), batch)
+    state, branches = start_run(model, prompt, boi_id, options, given_frames, given)
+    if any(not hasattr(b.cache, "truncate") for b in branches):
+        raise ConfigError(f"speculative decoding needs a KV cache that can drop rejected slots; "
+                          f"{type(branches[0].cache).__name__} cannot. Use the default KVCache.")
+    schedule = plan_schedule(model, given_frames, generated_frames, parallel=False, use_temporal=use_temporal)
+    forward_branches(model, branches, state, schedule.prefix.to(device), options, use_temporal)
+    passes = 1
+    _retain(branches, layout, tuple(generated_frames))
+    tpf = layout.tokens_per_frame
+    limit = draft_length(batch) if max_draft is None else max(1, int(max_draft))
+    for i, t in enumerate(generated_frames):
+        start = layout.frame_range(t).start
+        draft = state.tokens[:, t - 1]  # [B, tpf]: the previous frame, given or just generated
+        j = 0  # next token of frame t to decide
+        while j < tpf:
+            k = min(tpf - j, limit)
+            if k > 1:  # inputs of slots j+1 .. j+k-1: the drafts of tokens j .. j+k-2
+                state.inputs[:, start + j + 1:start + j + k] = draft[:, j:j + k - 1]
+            slots = torch.arange(start + j, start + j + k, device=device)
+            logits = forward_branches(model, branches, state, slots, options, use_temporal,
+                                      state.inputs[:, start + j:start + j + k])
+            passes += 1
+            rows = slots.repeat(batch)
+            picked = options.sampler(logits.reshape(batch * k, -1), rows, RowNoise(torch.zeros_like(rows)))
+            picked = picked.reshape(batch, k).to(device)
+            # Keep token j, then each token whose preceding drafts in this pass all matched.
+            match = (picked[:, :k - 1] == draft[:, j:j + k - 1]).all(0)
+            kept = 1 + int(match.long().cumprod(0).sum())
+            state.tokens[:, t, j:j + kept] = picked[:, :kept]
+            inputs = min(kept, tpf - j - 1)  # the kept tokens are the inputs of the slots after them
+            if inputs:
+                state.inputs[:, start + j + 1:start + j + 1 + inputs] = picked[:, :inputs]
+            for branch in branches:
+                branch.cache.truncate(k - kept)
+            j += kept
+        _retain(branches, layout, tuple(generated_frames[i + 1:]))  # frame t ended
+    return DecodeResult(state.grids(), passes)
