@@ -24,6 +24,10 @@ measure the decoding algorithms rather than the 9B model's matmuls.
 (f) ``--only f``: **compiled decoding** (``DecodeOptions.compile``, the sample recipe's ``compile``)
     vs eager on ``tiny_stage1``-shaped models 4x128 and 4x512: passes/s, cold compile time (not in the
     default set).
+(g) ``--only g``: **speculative key frames** (``core/generation/speculative.py``) vs plain decoding
+    on the shipped tiny stage 1 (fp32): key frames 1-4 after a top-k frame 0, batches of 1, 4 and
+    16 prompts, passes and seconds (median of ``--spec-runs``), and whether the tokens are identical
+    (not in the default set: it needs the shipped assets).
 
 Usage::
 
@@ -310,15 +314,57 @@ def compiled_decoding(runs: int) -> list[str]:
     return lines
 
 
+def speculative_key_frames(runs: int) -> list[str]:
+    """Section (g): speculative vs plain key frames 1-4 on the shipped stage 1, by batch size."""
+    import statistics
+
+    from cogframe.config.recipes import asset_path
+    from cogframe.core.generation.decoder import DecodeOptions, decode_frames
+    from cogframe.core.generation.prompts import TextPrompt
+    from cogframe.core.generation.speculative import decode_frames_speculative, draft_length
+    from cogframe.core.model.presets import build_model
+    from cogframe.core.training.checkpoint import load_model_weights
+    from cogframe.plugins.token_samplers import GreedySampler, TopKSampler
+
+    model = build_model("tiny_stage1", overrides={"temporal": {"window": None, "shift": None}})
+    load_model_weights(model, asset_path("tiny/stage1.safetensors"))
+    model.eval()
+    layout = model.config.layout
+    lines = ["| prompts | slots drafted a pass | plain: passes | plain (s) | speculative: passes | speculative (s) | "
+             "speed-up | same tokens |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for batch in (1, 4, 16):
+        g = torch.Generator().manual_seed(batch)
+        prompt = TextPrompt(torch.randint(256, 384, (batch, layout.text_len), generator=g),
+                            torch.ones(batch, layout.text_len, dtype=torch.bool))
+        first = decode_frames(model, prompt, boi_id=BOI, options=DecodeOptions(TopKSampler(k=10), seed=batch),
+                              generated_frames=(0,)).frames[:, :1]
+        frames = dict(given_frames=(0,), generated_frames=tuple(range(1, layout.frames)), given=first)
+        options = DecodeOptions(GreedySampler())
+        k = max(2, draft_length(batch))  # batch 16 drafts 1 slot in the stage; force 2 here to show why
+        times = {"plain": [], "spec": []}
+        for _ in range(runs):  # alternating
+            t = time.perf_counter()
+            plain = decode_frames(model, prompt, boi_id=BOI, options=options, **frames)
+            times["plain"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            spec = decode_frames_speculative(model, prompt, boi_id=BOI, options=options, max_draft=k, **frames)
+            times["spec"].append(time.perf_counter() - t)
+        a, b = statistics.median(times["plain"]), statistics.median(times["spec"])
+        lines.append(f"| {batch} | {k} | {plain.passes} | {a:.3f} | {spec.passes} | {b:.3f} | {a / b:.2f}x | "
+                     f"{torch.equal(plain.frames, spec.frames)} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--recompute-samples", type=int, default=8,
                         help="full-recompute steps to time (default 8)")
-    parser.add_argument("--only", nargs="+", choices=("a", "b", "c", "d", "e", "f"), default=("a", "b", "c", "d"),
+    parser.add_argument("--only", nargs="+", choices=("a", "b", "c", "d", "e", "f", "g"), default=("a", "b", "c", "d"),
                         help="sections to run (default: all)")
     parser.add_argument("--demo-runs", type=int, default=5, help="section e: demo runs per tree (default 5)")
     parser.add_argument("--compile-runs", type=int, default=3, help="section f: timed runs per mode (default 3)")
+    parser.add_argument("--spec-runs", type=int, default=5, help="section g: timed runs per decoder (default 5)")
     parser.add_argument("--base-src", default=None,
                         help="section e: src/ of an older checkout to time side by side (default: none)")
     args = parser.parse_args()
@@ -337,6 +383,8 @@ def main() -> None:
               lambda: demo_side_by_side(args.demo_runs, args.base_src)),
         "f": ("(f) Compiled decoding (`compile: true`, torch.compile of the decode step) vs eager",
               lambda: compiled_decoding(args.compile_runs)),
+        "g": ("(g) Speculative key frames vs plain decoding (shipped tiny stage 1, frames 1-4, greedy)",
+              lambda: speculative_key_frames(args.spec_runs)),
     }
     for key in args.only:
         title, run = sections[key]

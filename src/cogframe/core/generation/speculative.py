@@ -41,8 +41,8 @@ __all__ = ["DRAFT_ROWS", "decode_frames_speculative", "draft_length", "is_determ
 # Query rows (drafted slots x batch rows) one speculative pass may carry. A pass's cost is flat in
 # its rows only while they are few: on the tiny stage 1 (2-core AMD EPYC, 1 thread; key frames 1-4)
 # one prompt went 0.93 s -> 0.36 s with 16 drafted slots a pass and 0.45 s with 64, four prompts
-# 1.20 -> 0.84 s with 4 slots and 1.26 s with 64, and sixteen prompts were slower with any draft
-# (2.3 s -> 2.7 s with 8), since the batch already fills a pass.
+# 1.20 -> 0.84 s with 4 slots and 1.26 s with 64, and sixteen prompts gained 1.06x with 2 slots and
+# lost with 8 (2.3 s -> 2.7 s), since the batch already fills a pass (`benchmarks/sampling.py --only g`).
 DRAFT_ROWS = 16
 
 
