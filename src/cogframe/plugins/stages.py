@@ -166,10 +166,11 @@ class KeyFrames:
     def __call__(self, batch):
         from cogframe.core.generation.decoder import DecodeOptions
         from cogframe.core.generation.generate import generate_key_frames
+        from cogframe.core.generation.speculative import is_deterministic
 
         ctx, s = self.context, self.context.settings
         sampler = self.sampler(ctx)
-        if self.speculative and not getattr(sampler, "deterministic", False):
+        if self.speculative and not is_deterministic(sampler):
             raise ConfigError("speculative: true needs a deterministic token_sampler for frames 1..T-1, such as "
                               "{name: greedy} (a sampled token cannot be checked against a draft exactly); set "
                               "token_sampler: {name: greedy} or speculative: false")

@@ -245,6 +245,23 @@ class _WavePlan:
         return out
 
 
+def check_run(model, prompt: TextPrompt, options: DecodeOptions, given_frames: Sequence[int],
+              given: torch.Tensor | None) -> None:
+    """What every decoding run needs: eval mode, a prompt and given frames that fit, guidance with its prompt.
+
+    Raises:
+        ConfigError: Model in training mode, empty prompt, guidance without a negative prompt.
+        ShapeError: Prompt or given frames that do not fit the layout.
+    """
+    layout = model.config.layout
+    if model.training:
+        raise ConfigError("the model is in training mode (dropout would make decoding random); "
+                          "call model.eval() before sampling.")
+    prompt.check(layout.text_len)
+    check_guidance(options.guidance, options.negative is not None)
+    _check_given(layout, given, len(given_frames), prompt.batch)
+
+
 def start_run(model, prompt: TextPrompt, boi_id: int, options: DecodeOptions, given_frames: Sequence[int],
               given: torch.Tensor | None) -> "tuple[_Frames, list[_Branch]]":
     """The frame state (given frames in place) and the text branches, each with a new KV cache."""
@@ -331,13 +348,8 @@ def decode_frames(
         ShapeError: Prompt or given frames that do not fit the layout; a non-executable schedule.
     """
     layout: TokenLayout = model.config.layout
-    if model.training:
-        raise ConfigError("the model is in training mode (dropout would make decoding random); "
-                          "call model.eval() before sampling.")
-    prompt.check(layout.text_len)
+    check_run(model, prompt, options, given_frames, given)
     batch = prompt.batch
-    check_guidance(options.guidance, options.negative is not None)
-    _check_given(layout, given, len(given_frames), batch)
     if schedule is None:
         schedule = plan_schedule(model, given_frames, generated_frames, parallel=options.parallel,
                                  use_temporal=use_temporal)

@@ -28,9 +28,8 @@ from typing import Sequence
 import torch
 
 from cogframe.core.generation.decoder import (
-    DecodeOptions, DecodeResult, _check_given, _retain, forward_branches, plan_schedule, start_run,
+    DecodeOptions, DecodeResult, _retain, check_run, forward_branches, plan_schedule, start_run,
 )
-from cogframe.core.generation.guidance import check_guidance
 from cogframe.core.generation.prompts import TextPrompt
 from cogframe.core.generation.token_sampling import RowNoise
 from cogframe.core.model.layout import Stage
@@ -57,9 +56,7 @@ def is_deterministic(sampler) -> bool:
 
 
 def _check(model, options: DecodeOptions, given_frames: Sequence[int], generated_frames: Sequence[int]) -> None:
-    if model.training:
-        raise ConfigError("the model is in training mode (dropout would make decoding random); "
-                          "call model.eval() before sampling.")
+    """What speculation adds to :func:`~cogframe.core.generation.decoder.check_run`."""
     if model.config.stage is not Stage.SEQUENTIAL:
         raise ConfigError(f"speculative decoding needs a sequential (stage-1) model, whose mask is causal in slot "
                           f"order; got a '{model.config.stage.value}' one. Turn `speculative` off for it.")
@@ -108,15 +105,14 @@ def decode_frames_speculative(
         The frames, and the passes run (per text branch, the prefix pass included).
 
     Raises:
-        ConfigError: Not a sequential model, a sampler that samples, compile on, frames out of order.
+        ConfigError: As :func:`~cogframe.core.generation.decoder.check_run`; not a sequential model, a
+            sampler that samples, compile on, frames out of order.
         ShapeError: Prompt or given frames that do not fit the layout.
     """
+    check_run(model, prompt, options, given_frames, given)
     _check(model, options, given_frames, generated_frames)
     layout = model.config.layout
-    prompt.check(layout.text_len)
     batch, device = prompt.batch, prompt.ids.device
-    check_guidance(options.guidance, options.negative is not None)
-    _check_given(layout, given, len(given_frames), batch)
     state, branches = start_run(model, prompt, boi_id, options, given_frames, given)
     if any(not hasattr(b.cache, "truncate") for b in branches):
         raise ConfigError(f"speculative decoding needs a KV cache that can drop rejected slots; "

@@ -357,9 +357,9 @@ class KVCache:
         Raises:
             ShapeError: ``n`` is negative or more than the last pass fed.
         """
-        fed = self.temporal_range[1] - self.temporal_range[0]
-        if not 0 <= n <= fed or self._temporal_len != self.temporal_range[1]:
-            raise ShapeError(f"truncate({n}): only the {fed} slots of the last pass can be dropped, once.")
+        fed = self.temporal_range[1] - self.temporal_range[0]  # what the last pass fed, less any dropped
+        if not 0 <= n <= fed:
+            raise ShapeError(f"truncate({n}): only the {fed} slots of the last pass can be dropped.")
         if n == 0:
             return
         self._spatial_len -= n
