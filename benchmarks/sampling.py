@@ -29,6 +29,12 @@ measure the decoding algorithms rather than the 9B model's matmuls.
     16 prompts, passes and seconds (median of ``--spec-runs``), and whether the tokens are identical
     (not in the default set: it needs the shipped assets).
 
+(h) ``--only h``: **speculative in-between frames** vs parallel waves on the shipped tiny stage 2
+    (fp32, greedy): three rounds (5 -> 33 frames) from the key frames of validation clips through
+    the shipped tokenizer, captions with their duration prefixes, 1, 2 and 4 prompts; passes and
+    seconds (median of ``--spec-runs``) and whether the frames are identical (not in the default
+    set: it needs the shipped assets).
+
 Usage::
 
     python benchmarks/sampling.py [--threads 1] [--recompute-samples 8] [--only a b c d]
@@ -355,16 +361,63 @@ def speculative_key_frames(runs: int) -> list[str]:
     return lines
 
 
+def speculative_in_between_frames(runs: int) -> list[str]:
+    """Section (h): speculative vs parallel-wave stage 2 on the shipped models, three rounds, by batch."""
+    import statistics
+
+    from cogframe.config.recipes import asset_path
+    from cogframe.core.generation.generate import interpolate
+    from cogframe.core.generation.speculative import draft_length
+    from cogframe.core.training.checkpoint import load_model_weights
+    from cogframe.plugins.dataset_moving_shapes import MovingShapes
+    from cogframe.plugins.tokenizer_sentencepiece import SentencePieceTokenizer
+    from cogframe.plugins.vqvae import VQVAE
+
+    model = build_model("tiny_stage2")
+    load_model_weights(model, asset_path("tiny/stage2.safetensors"))
+    model.eval()
+    text_len = model.config.layout.text_len
+    vqvae = VQVAE.load(asset_path("tiny/vqvae")).eval()
+    tokenizer = SentencePieceTokenizer(str(asset_path("tiny/text_tokenizer.model")), id_offset=256)
+    # Clips of 33 frames at 8 fps (4.125 s of whole frames): frames 0, 8, ..., 32 are key frames at 1 fps.
+    clips = MovingShapes(num_clips=4, size=32, split="val", min_seconds=4.125, max_seconds=4.125)
+
+    def prompt(captions, prefix):
+        rows = [tokenizer.encode_prompt(c, text_len, prefix=prefix) for c in captions]
+        return TextPrompt(torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]))
+
+    lines = ["| prompts | slots drafted a pass (rounds 1-3) | waves: passes | waves (s) | speculative: passes | "
+             "speculative (s) | speed-up | same frames |", "|---:|---|---:|---:|---:|---:|---:|---|"]
+    for batch in (1, 2, 4):
+        picked = [clips[i] for i in range(batch)]
+        pixels = torch.stack([torch.from_numpy(c.frames[0:33:8]) for c in picked])  # [B, 5, H, W, 3]
+        key = vqvae.encode(pixels.flatten(0, 1).permute(0, 3, 1, 2)).reshape(batch, 5, *vqvae.grid_size(32, 32))
+        prompts = [prompt([c.caption for c in picked], p) for p in ("2.0s", "1.0s", "0.5s")]
+        drafts = ", ".join(str(draft_length(batch * (2 << r))) for r in range(3))
+        times = {False: [], True: []}
+        out = {}
+        for _ in range(runs):  # alternating
+            for spec in (False, True):
+                options = DecodeOptions(GreedySampler(), parallel=True, speculative=spec)
+                t = time.perf_counter()
+                out[spec] = interpolate(model, key, prompts, boi_id=tokenizer.boi_id, options=options)
+                times[spec].append(time.perf_counter() - t)
+        a, b = statistics.median(times[False]), statistics.median(times[True])
+        lines.append(f"| {batch} | {drafts} | {out[False].passes} | {a:.3f} | {out[True].passes} | {b:.3f} | "
+                     f"{a / b:.2f}x | {torch.equal(out[False].frames, out[True].frames)} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--recompute-samples", type=int, default=8,
                         help="full-recompute steps to time (default 8)")
-    parser.add_argument("--only", nargs="+", choices=("a", "b", "c", "d", "e", "f", "g"), default=("a", "b", "c", "d"),
+    parser.add_argument("--only", nargs="+", choices=("a", "b", "c", "d", "e", "f", "g", "h"), default=("a", "b", "c", "d"),
                         help="sections to run (default: all)")
     parser.add_argument("--demo-runs", type=int, default=5, help="section e: demo runs per tree (default 5)")
     parser.add_argument("--compile-runs", type=int, default=3, help="section f: timed runs per mode (default 3)")
-    parser.add_argument("--spec-runs", type=int, default=5, help="section g: timed runs per decoder (default 5)")
+    parser.add_argument("--spec-runs", type=int, default=5, help="sections g, h: timed runs per decoder (default 5)")
     parser.add_argument("--base-src", default=None,
                         help="section e: src/ of an older checkout to time side by side (default: none)")
     args = parser.parse_args()
@@ -385,6 +438,8 @@ def main() -> None:
               lambda: compiled_decoding(args.compile_runs)),
         "g": ("(g) Speculative key frames vs plain decoding (shipped tiny stage 1, frames 1-4, greedy)",
               lambda: speculative_key_frames(args.spec_runs)),
+        "h": ("(h) Speculative in-between frames vs parallel waves (shipped tiny stage 2, 3 rounds, greedy)",
+              lambda: speculative_in_between_frames(args.spec_runs)),
     }
     for key in args.only:
         title, run = sections[key]

@@ -1,5 +1,6 @@
-"""Speculative key frames (core/generation/speculative.py): drafts from the previous frame, checked
-in one pass, give exactly the tokens of one-slot-per-pass greedy decoding in fewer passes.
+"""Speculative decoding (core/generation/speculative.py) of key frames and of stage 2's in-between
+frames: drafts from the frame before, checked in one pass, give exactly the tokens of
+one-slot-per-pass greedy decoding in fewer passes.
 
 float64 throughout the equality checks: a pass of several queries sums in another order than a
 pass of one (~1e-16 here), so an argmax flip between the two decoders is practically impossible.
@@ -14,12 +15,15 @@ from hypothesis import strategies as st
 
 from cogframe.config.recipes import asset_path
 from cogframe.core.generation.decoder import DecodeOptions, decode_frames
+from cogframe.core.generation.generate import interpolate_round
 from cogframe.core.generation.prompts import TextPrompt
 from cogframe.core.generation.speculative import DRAFT_ROWS, decode_frames_speculative, draft_length
 from cogframe.core.model.presets import build_model
 from cogframe.core.training.checkpoint import load_model_weights
 from cogframe.errors import ConfigError, ShapeError
+from cogframe.plugins.dataset_moving_shapes import MovingShapes
 from cogframe.plugins.token_samplers import GreedySampler, TopKSampler
+from cogframe.plugins.vqvae import VQVAE
 
 BOI = 300
 SMALL = {"num_layers": 2, "hidden_size": 32, "num_heads": 2}
@@ -98,14 +102,21 @@ def test_refuses_what_it_cannot_decode_exactly():
     frames = dict(given_frames=(0,), generated_frames=(1, 2, 3, 4), given=first)
     with pytest.raises(ConfigError, match=r"deterministic sampler such as greedy; TopKSampler samples"):
         decode_frames_speculative(model, prompt, boi_id=BOI, options=DecodeOptions(TopKSampler(k=3)), **frames)
-    with pytest.raises(ConfigError, match=r"generate the frames after them in order"):
+    with pytest.raises(ConfigError, match=r"generate frames in increasing order, each right after a given"):
         decode_frames_speculative(model, prompt, boi_id=BOI, options=DecodeOptions(GreedySampler()),
                                   given_frames=(0,), generated_frames=(2, 1, 3, 4), given=first)
+    with pytest.raises(ConfigError, match=r"each right after a given or generated frame; got given \[0\], "
+                                          r"generated \[2, 3, 4\]"):
+        decode_frames_speculative(model, prompt, boi_id=BOI, options=DecodeOptions(GreedySampler()),
+                                  given_frames=(0,), generated_frames=(2, 3, 4), given=first)
     with pytest.raises(ConfigError, match=r"does not run compiled"):
         decode_frames_speculative(model, prompt, boi_id=BOI, options=DecodeOptions(GreedySampler(), compile=True),
                                   **frames)
+    # Stage 2 lets frame 1 see all of frame 2 (a given frame there): generating frame 2 after frame
+    # 1 would feed frame 1 drafts that depend on a later slot.
     stage2 = build_model("tiny_stage2", overrides=SMALL).eval()
-    with pytest.raises(ConfigError, match=r"needs a sequential \(stage-1\) model"):
+    with pytest.raises(ConfigError, match=r"masks that are causal in slot order among the generated frames "
+                                          r"\[1, 2, 3, 4\].*'interpolation' model's masks are not"):
         decode_frames_speculative(stage2, prompt, boi_id=BOI, options=DecodeOptions(GreedySampler()), **frames)
 
 
@@ -119,3 +130,54 @@ def test_the_cache_drops_only_slots_of_the_last_pass():
     assert len(cache) == 3 and cache.temporal_slots.tolist() == [0, 1, 2]
     with pytest.raises(ShapeError, match=r"only the 3 slots of the last pass can be dropped"):
         cache.truncate(4)
+
+
+# ---------------------------------------------------------------------------------------- stage 2
+@pytest.fixture(scope="module")
+def shipped_stage2():
+    """The shipped tiny stage 2 (4x4 temporal windows, as tiny/sample builds it), float64."""
+    model = build_model("tiny_stage2")
+    load_model_weights(model, asset_path("tiny/stage2.safetensors"))
+    return model.eval().double()
+
+
+def _given_windows(layout, batch: int, seed: int) -> torch.Tensor:
+    """Three given frames per row whose middle one is its neighbours' mix (some drafts then match)."""
+    g = torch.Generator().manual_seed(seed)
+    outer = torch.randint(0, 256, (batch, 2, layout.frame_height, layout.frame_width), generator=g)
+    middle = torch.where(torch.rand(outer[:, 0].shape, generator=g) < 0.7, outer[:, 0], outer[:, 1])
+    return torch.stack([outer[:, 0], middle, outer[:, 1]], dim=1)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(batch=st.integers(1, 3), max_draft=st.sampled_from([1, 3, 16, None]), windowed=st.booleans(),
+       guided=st.booleans(), unmasked_prefix=st.booleans())
+def test_stage2_in_between_frames_are_those_of_sequential_greedy_decoding(batch, max_draft, windowed, guided,
+                                                                          unmasked_prefix):
+    overrides = dict(SMALL) if windowed else dict(SMALL, temporal={"window": None, "shift": None})
+    torch.manual_seed(1)
+    model = build_model("tiny_stage2", overrides=overrides).eval().double()
+    layout = model.config.layout
+    prompt = _prompt(layout, batch)
+    negative = _prompt(layout, 1, seed=9).expand(batch) if guided else None
+    options = DecodeOptions(GreedySampler(), guidance=3.0 if guided else 1.0, negative=negative,
+                            unmasked_prefix=unmasked_prefix)
+    frames = dict(given_frames=(0, 2, 4), generated_frames=(1, 3), given=_given_windows(layout, batch, 5))
+    plain = decode_frames(model, prompt, boi_id=BOI, options=options, **frames)
+    fast = decode_frames_speculative(model, prompt, boi_id=BOI, options=options, max_draft=max_draft, **frames)
+    assert torch.equal(plain.frames, fast.frames)
+    assert fast.passes <= plain.passes
+
+
+def test_a_shipped_stage2_round_gives_the_same_frames_in_fewer_passes(shipped_stage2):
+    # Five frames 2 fps apart of a validation clip, through the shipped tokenizer.
+    clip = MovingShapes(num_clips=1, split="val", min_seconds=2.5, max_seconds=2.5)[0]
+    pixels = torch.from_numpy(clip.frames[0:20:4]).permute(0, 3, 1, 2)
+    frames = VQVAE.load(asset_path("tiny/vqvae")).eval().encode(pixels).unsqueeze(0)
+    prompt = _prompt(shipped_stage2.config.layout, 1)
+    plain = interpolate_round(shipped_stage2, frames, prompt, boi_id=BOI,
+                              options=DecodeOptions(GreedySampler(), parallel=True))
+    fast = interpolate_round(shipped_stage2, frames, prompt, boi_id=BOI,
+                             options=DecodeOptions(GreedySampler(), parallel=True, speculative=True))
+    assert torch.equal(plain.frames, fast.frames)
+    assert fast.passes * 3 < plain.passes * 2, (fast.passes, plain.passes)

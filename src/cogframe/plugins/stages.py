@@ -166,14 +166,10 @@ class KeyFrames:
     def __call__(self, batch):
         from cogframe.core.generation.decoder import DecodeOptions
         from cogframe.core.generation.generate import generate_key_frames
-        from cogframe.core.generation.speculative import is_deterministic
 
         ctx, s = self.context, self.context.settings
         sampler = self.sampler(ctx)
-        if self.speculative and not is_deterministic(sampler):
-            raise ConfigError("speculative: true needs a deterministic token_sampler for frames 1..T-1, such as "
-                              "{name: greedy} (a sampled token cannot be checked against a draft exactly); set "
-                              "token_sampler: {name: greedy} or speculative: false")
+        _check_speculative(self.speculative, sampler, "frames 1..T-1")
         options = dataclasses.replace(prefixed_decode_options(ctx, batch.seed, self.guidance, self.prefix, sampler),
                                       speculative=self.speculative)
         first = DecodeOptions(ctx.sampler(first_frame=True), seed=batch.seed, text_bias=s.text_bias,
@@ -184,6 +180,16 @@ class KeyFrames:
             boi_id=ctx.boi_id, options=options, first_options=first, first_frame_temporal=both,
             first_prompt=None if both else ctx.encode(batch.captions, None, suffix=s.first_frame_suffix))
         return batch.advance(self.name, tokens=result.frames, passes=result.passes, fps=self.output_fps)
+
+
+def _check_speculative(speculative: bool, sampler, frames: str) -> None:
+    """``speculative: true`` needs a sampler whose token the logits fix (checked at call time: torch)."""
+    from cogframe.core.generation.speculative import is_deterministic
+
+    if speculative and not is_deterministic(sampler):
+        raise ConfigError(f"speculative: true needs a deterministic token_sampler for {frames}, such as "
+                          "{name: greedy} (a sampled token cannot be checked against a draft exactly); set "
+                          "token_sampler: {name: greedy} or speculative: false")
 
 
 @component("stage", "interpolation", runtime_kwargs=_RUNTIME,
@@ -209,6 +215,9 @@ class Interpolation:
         token_sampler: This stage's own token sampler (``{name: top_k, k: 3}``); None: the
             recipe's ``token_sampler``. Interpolation is far less uncertain than key-frame
             generation (the neighbours fix where the object is), so it may want a colder one.
+        speculative: Fill each in-between frame with drafts from the given frame before it,
+            checked in one pass (:mod:`cogframe.core.generation.speculative`): the same tokens in
+            fewer passes. Needs a deterministic ``token_sampler`` (greedy).
         context: Supplied by the task.
         fps: Supplied by the task: the rate of the incoming frames.
     """
@@ -217,9 +226,10 @@ class Interpolation:
     space = "tokens"
 
     def __init__(self, rounds: int = 3, guidance: float = 1.0, window_batch: int | None = None,
-                 unmasked_prefix: bool = False, model: str = "stage2", token_sampler=None, *, context,
-                 fps: float | None = None) -> None:
+                 unmasked_prefix: bool = False, model: str = "stage2", token_sampler=None,
+                 speculative: bool = False, *, context, fps: float | None = None) -> None:
         _check_rounds(rounds)
+        self.speculative = bool(speculative)  # its sampler is checked when built (validate imports no torch)
         fps = _check_after_frames(fps, self.name)
         self.sampler = StageSampler(token_sampler, context)
         if window_batch is not None and window_batch < 1:
@@ -260,9 +270,11 @@ class Interpolation:
             return batch.advance(self.name, passes=0)
         ctx, s = self.context, self.context.settings
         guided = self.guidance != 1.0
-        options = DecodeOptions(self.sampler(ctx), seed=batch.seed, guidance=self.guidance,
+        sampler = self.sampler(ctx)
+        _check_speculative(self.speculative, sampler, "the in-between frames")
+        options = DecodeOptions(sampler, seed=batch.seed, guidance=self.guidance,
                                 text_bias=0.0 if guided else s.text_bias, parallel=s.parallel, compile=s.compile,
-                                unmasked_prefix=self.unmasked_prefix)
+                                unmasked_prefix=self.unmasked_prefix, speculative=self.speculative)
         result = interpolate(
             ctx.model(self.model), batch.tokens, [ctx.encode(batch.captions, p) for p in self.prefixes],
             boi_id=ctx.boi_id, options=options, window_batch=self.window_batch, first_round=batch.rounds,

@@ -183,11 +183,14 @@ def interpolate_round(
         rows = slice(start, start + step)
         chunk_options = dataclasses.replace(
             options, negative=TextPrompt(negative.ids[rows], negative.mask()[rows]) if negative else None)
-        result = decode_frames(
-            model, TextPrompt(prompt.ids[rows], prompt.mask()[rows]), boi_id=boi_id,
-            options=chunk_options, given_frames=given_frames, generated_frames=generated,
-            given=flat[rows], streams=streams[rows],
-        )
+        chunk_prompt = TextPrompt(prompt.ids[rows], prompt.mask()[rows])
+        frames_of = dict(given_frames=given_frames, generated_frames=generated, given=flat[rows])
+        if options.speculative and draft_length(chunk_prompt.batch) > 1:
+            result = decode_frames_speculative(model, chunk_prompt, boi_id=boi_id, options=chunk_options,
+                                               **frames_of)
+        else:
+            result = decode_frames(model, chunk_prompt, boi_id=boi_id, options=chunk_options,
+                                   streams=streams[rows], **frames_of)
         outs.append(result.frames)
         passes += result.passes
     filled = torch.cat(outs).reshape(batch, count, *outs[0].shape[1:])

@@ -1,4 +1,4 @@
-"""Exact speculative decoding of sequential frames under a deterministic (greedy) sampler.
+"""Exact speculative decoding of frames under a deterministic (greedy) sampler.
 
 Sequential decoding feeds one slot per pass: at the tiny width a pass costs about the same for one
 query as for dozens (docs/benchmarks.md: a batch-1 pass is bound by moving the weights), so a
@@ -6,11 +6,13 @@ frame of 64 tokens costs 64 passes. Yet most of a frame repeats the frame before
 background, the parts of the object that did not move). Speculative decoding (Leviathan et al.,
 "Fast Inference from Transformers via Speculative Decoding", 2023) drafts several tokens cheaply
 and checks them all in one pass of the real model; here the draft is free, with no second network:
-each slot's draft is the token at the same place in the previous frame.
+each slot's draft is the token at the same place in the frame before (stage 1: the previous key
+frame; stage 2: the given frame before the in-between one).
 
 One pass feeds slots ``p .. p+k-1`` of a frame, slot ``p`` with its known input and each later slot
-with the draft of the slot before it as input. The sequential model's mask is causal in slot order,
-so the logits of slot ``p+j`` depend only on the inputs of slots up to ``p+j``; they are the logits
+with the draft of the slot before it as input. When the model's masks are causal in slot order
+among the generated frames (checked from the masks of every layer, :func:`_causal_in_order`), the
+logits of slot ``p+j`` depend only on the inputs of slots up to ``p+j``; they are the logits
 sequential decoding would compute as long as every draft before ``p+j`` equals the token picked
 there. So the pass keeps the tokens picked at ``p`` and at every later slot whose preceding drafts
 all matched (across the batch), and drops the keys of the other slots from the cache
@@ -23,16 +25,18 @@ samplers are refused: their draws would need the rejection scheme of the paper t
 
 from __future__ import annotations
 
+import contextlib
+from functools import lru_cache
 from typing import Sequence
 
 import torch
 
 from cogframe.core.generation.decoder import (
-    DecodeOptions, DecodeResult, _retain, check_run, forward_branches, plan_schedule, start_run,
+    DecodeOptions, DecodeResult, _retain, _unmasked_temporal, check_run, forward_branches, plan_schedule, start_run,
 )
 from cogframe.core.generation.prompts import TextPrompt
 from cogframe.core.generation.token_sampling import RowNoise
-from cogframe.core.model.layout import Stage
+from cogframe.core.generation.waves import model_layer_masks
 from cogframe.errors import ConfigError
 
 __all__ = ["DRAFT_ROWS", "decode_frames_speculative", "draft_length", "is_deterministic"]
@@ -55,11 +59,9 @@ def is_deterministic(sampler) -> bool:
     return bool(getattr(sampler, "deterministic", False))
 
 
-def _check(model, options: DecodeOptions, given_frames: Sequence[int], generated_frames: Sequence[int]) -> None:
+def _check(model, options: DecodeOptions, given_frames: Sequence[int], generated_frames: Sequence[int],
+           use_temporal: bool) -> None:
     """What speculation adds to :func:`~cogframe.core.generation.decoder.check_run`."""
-    if model.config.stage is not Stage.SEQUENTIAL:
-        raise ConfigError(f"speculative decoding needs a sequential (stage-1) model, whose mask is causal in slot "
-                          f"order; got a '{model.config.stage.value}' one. Turn `speculative` off for it.")
     if not is_deterministic(options.sampler):
         raise ConfigError(f"speculative decoding is exact only with a deterministic sampler such as greedy; "
                           f"{type(options.sampler).__name__} samples. Use token_sampler {{name: greedy}} or turn "
@@ -67,11 +69,32 @@ def _check(model, options: DecodeOptions, given_frames: Sequence[int], generated
     if options.compile:
         raise ConfigError("speculative decoding does not run compiled (its passes change length every pass); "
                           "turn `compile` or `speculative` off.")
-    order = list(given_frames) + list(generated_frames)
-    if not generated_frames or order != list(range(len(order))) or not given_frames:
-        raise ConfigError(f"speculative decoding drafts each frame from the one before it: give frames "
-                          f"0..k-1 and generate the frames after them in order; got given {list(given_frames)}, "
-                          f"generated {list(generated_frames)}.")
+    known = set(given_frames)
+    ordered = list(generated_frames) == sorted(set(generated_frames))
+    if not generated_frames or not ordered or any(t - 1 not in known | set(generated_frames[:i])
+                                                  for i, t in enumerate(generated_frames)):
+        raise ConfigError(f"speculative decoding drafts each frame from the one before it: generate frames in "
+                          f"increasing order, each right after a given or generated frame; got given "
+                          f"{list(given_frames)}, generated {list(generated_frames)}.")
+    masks = tuple(model_layer_masks(model, use_temporal=use_temporal))
+    if not _causal_in_order(model.config.layout, masks, tuple(generated_frames)):
+        raise ConfigError(f"speculative decoding needs masks that are causal in slot order among the generated "
+                          f"frames {list(generated_frames)} (a drafted slot must not see a later one); this "
+                          f"'{model.config.stage.value}' model's masks are not. Turn `speculative` off for it.")
+
+
+@lru_cache(maxsize=32)
+def _causal_in_order(layout, layer_masks, generated_frames: tuple[int, ...]) -> bool:
+    """Whether no generated slot attends, in any layer and channel, to a generated slot after it.
+
+    This is what makes one pass over drafted slots equal to one pass per slot: slot ``q``'s keys
+    and logits then depend only on the inputs of slots up to ``q`` (memoised: masks are hashable).
+    """
+    slots = torch.cat([torch.arange(layout.frame_range(t).start, layout.frame_range(t).stop)
+                       for t in generated_frames])
+    later = slots.unsqueeze(0) > slots.unsqueeze(1)  # [q, k]: k comes after q
+    return not any(bool((mask.dense(slots, slots, None)[0] & later).any())
+                   for masks in layer_masks for mask in masks)
 
 
 @torch.no_grad()
@@ -87,16 +110,18 @@ def decode_frames_speculative(
     use_temporal: bool = True,
     max_draft: int | None = None,
 ) -> DecodeResult:
-    """Generate ``generated_frames`` after ``given_frames`` with drafts from each previous frame.
+    """Generate ``generated_frames`` given ``given_frames``, each drafted from the frame before it.
 
     Args:
-        model: A sequential :class:`~cogframe.core.model.transformer.CogVideoTransformer` in eval mode.
+        model: A :class:`~cogframe.core.model.transformer.CogVideoTransformer` in eval mode whose masks
+            are causal in slot order among ``generated_frames`` (stage 1; stage 2's in-between frames).
         prompt: ``[B, text_len]`` text condition.
         boi_id: Id of the BOI token.
-        options: A deterministic sampler (greedy), guidance, text bias (``parallel`` is not used:
-            the passes are this decoder's own).
-        generated_frames: Frames to generate, in order, right after the given ones.
-        given_frames: Frames ``0 .. k-1``, whose tokens are given.
+        options: A deterministic sampler (greedy), guidance, text bias, ``unmasked_prefix``
+            (``parallel`` is not used: the passes are this decoder's own).
+        generated_frames: Frames to generate, in increasing order; frame ``t - 1`` of each is given
+            or generated before it.
+        given_frames: Frames whose tokens are given (fed in the prefix pass).
         given: ``[B, len(given_frames), h, w]`` token ids of the given frames.
         use_temporal: False decodes through the base (spatial) channel only.
         max_draft: Most slots one pass feeds (None: :func:`draft_length` of the batch).
@@ -105,12 +130,12 @@ def decode_frames_speculative(
         The frames, and the passes run (per text branch, the prefix pass included).
 
     Raises:
-        ConfigError: As :func:`~cogframe.core.generation.decoder.check_run`; not a sequential model, a
-            sampler that samples, compile on, frames out of order.
+        ConfigError: As :func:`~cogframe.core.generation.decoder.check_run`; masks that are not causal
+            among the generated frames, a sampler that samples, compile on, frames out of order.
         ShapeError: Prompt or given frames that do not fit the layout.
     """
     check_run(model, prompt, options, given_frames, given)
-    _check(model, options, given_frames, generated_frames)
+    _check(model, options, given_frames, generated_frames, use_temporal)
     layout = model.config.layout
     batch, device = prompt.batch, prompt.ids.device
     state, branches = start_run(model, prompt, boi_id, options, given_frames, given)
@@ -118,7 +143,8 @@ def decode_frames_speculative(
         raise ConfigError(f"speculative decoding needs a KV cache that can drop rejected slots; "
                           f"{type(branches[0].cache).__name__} cannot. Use the default KVCache.")
     schedule = plan_schedule(model, given_frames, generated_frames, parallel=False, use_temporal=use_temporal)
-    forward_branches(model, branches, state, schedule.prefix.to(device), options, use_temporal)
+    with _unmasked_temporal(model) if options.unmasked_prefix else contextlib.nullcontext():
+        forward_branches(model, branches, state, schedule.prefix.to(device), options, use_temporal)
     passes = 1
     _retain(branches, layout, tuple(generated_frames))
     tpf = layout.tokens_per_frame
