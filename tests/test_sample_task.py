@@ -353,7 +353,8 @@ def test_speculative_in_between_frames_are_the_same_in_fewer_passes(assets):
     # These random test models rarely repeat a given frame, so most drafts fail and the frames go
     # one slot a pass (2 x 64 + the prefix) instead of in parallel waves; the shipped stage 2 needs
     # far fewer (tests/test_speculative.py).
-    assert fast.passes["interpolation"] == 1 + 2 * 64 != plain.passes["interpolation"]
+    assert fast.passes["interpolation"] <= 1 + 2 * 64
+    assert fast.passes["interpolation"] != plain.passes["interpolation"]  # it went the speculative way
     # The windows of a round are rows of one pass: 8 prompts' 16 windows fill it from round 1 on,
     # and decode as before (core/generation/speculative.py).
     many = tuple(f"a red circle moving {d}" for d in ("left", "right", "up", "down")) * 2

@@ -69,9 +69,10 @@ class DecodeOptions:
             first run pays the compilation (and a recompile when the pass shape first changes);
             fused kernels round differently from eager ones, so logits differ by float rounding.
             ``benchmarks/sampling.py --only f`` measures whether it pays (on the CPU it does not).
-        speculative: Where the caller supports it (key frames 1..T-1), decode with drafts from the
-            previous frame, checked in one pass (:mod:`cogframe.core.generation.speculative`):
-            the same tokens in fewer passes; needs a deterministic sampler (greedy).
+        speculative: Where the caller supports it (key frames 1..T-1, stage 2's in-between frames),
+            decode with drafts from the frame before, checked in one pass
+            (:mod:`cogframe.core.generation.speculative`): the same tokens in fewer passes; needs a
+            deterministic sampler (greedy) and no ``compile``.
     """
 
     sampler: TokenSampler

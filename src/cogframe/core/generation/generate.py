@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from cogframe.core.generation.decoder import DecodeOptions, DecodeResult, decode_frames
-from cogframe.core.generation.speculative import decode_frames_speculative, draft_length
+from cogframe.core.generation.speculative import check_options, decode_frames_speculative, draft_length
 from cogframe.core.generation.interpolation import merge_windows, split_windows
 from cogframe.core.model.layout import Stage
 from cogframe.core.model.transformer import CogVideoTransformer
@@ -116,6 +116,8 @@ def generate_key_frames(
                          f"{tuple(first_frame.shape)}.")
     frames = dict(given_frames=layout.given_frames(Stage.SEQUENTIAL),
                   generated_frames=layout.target_frames(Stage.SEQUENTIAL), given=first_frame.unsqueeze(1))
+    if options.speculative:  # refused alike whether or not this batch drafts
+        check_options(options)
     # Drafting pays only while a pass has few rows (speculative.DRAFT_ROWS); a full batch decodes as usual.
     if options.speculative and not return_logits and draft_length(prompt.batch) > 1:
         rest = decode_frames_speculative(model, prompt, boi_id=boi_id, options=options, **frames)
@@ -178,6 +180,8 @@ def interpolate_round(
     negative = options.negative.expand(batch).repeat_interleave(count) if options.negative else None
     streams = window_streams(batch, count, round_index)
     step = window_batch or flat.shape[0]
+    if options.speculative:  # refused alike whether or not these windows draft
+        check_options(options)
     outs, passes = [], 0
     for start in range(0, flat.shape[0], step):
         rows = slice(start, start + step)

@@ -11,7 +11,7 @@ frame; stage 2: the given frame before the in-between one).
 
 One pass feeds slots ``p .. p+k-1`` of a frame, slot ``p`` with its known input and each later slot
 with the draft of the slot before it as input. When the model's masks are causal in slot order
-among the generated frames (checked from the masks of every layer, :func:`_causal_in_order`), the
+among the generated frames (checked from the masks of every layer, :func:`_mask_problem`), the
 logits of slot ``p+j`` depend only on the inputs of slots up to ``p+j``; they are the logits
 sequential decoding would compute as long as every draft before ``p+j`` equals the token picked
 there. So the pass keeps the tokens picked at ``p`` and at every later slot whose preceding drafts
@@ -39,7 +39,7 @@ from cogframe.core.generation.token_sampling import RowNoise
 from cogframe.core.generation.waves import model_layer_masks
 from cogframe.errors import ConfigError
 
-__all__ = ["DRAFT_ROWS", "decode_frames_speculative", "draft_length", "is_deterministic"]
+__all__ = ["DRAFT_ROWS", "check_options", "decode_frames_speculative", "draft_length", "is_deterministic"]
 
 # Query rows (drafted slots x batch rows) one speculative pass may carry. A pass's cost is flat in
 # its rows only while they are few: on the tiny stage 1 (2-core AMD EPYC, 1 thread; key frames 1-4)
@@ -62,13 +62,7 @@ def is_deterministic(sampler) -> bool:
 def _check(model, options: DecodeOptions, given_frames: Sequence[int], generated_frames: Sequence[int],
            use_temporal: bool) -> None:
     """What speculation adds to :func:`~cogframe.core.generation.decoder.check_run`."""
-    if not is_deterministic(options.sampler):
-        raise ConfigError(f"speculative decoding is exact only with a deterministic sampler such as greedy; "
-                          f"{type(options.sampler).__name__} samples. Use token_sampler {{name: greedy}} or turn "
-                          "`speculative` off.")
-    if options.compile:
-        raise ConfigError("speculative decoding does not run compiled (its passes change length every pass); "
-                          "turn `compile` or `speculative` off.")
+    check_options(options)
     known = set(given_frames)
     ordered = list(generated_frames) == sorted(set(generated_frames))
     if not generated_frames or not ordered or any(t - 1 not in known | set(generated_frames[:i])
@@ -77,24 +71,54 @@ def _check(model, options: DecodeOptions, given_frames: Sequence[int], generated
                           f"increasing order, each right after a given or generated frame; got given "
                           f"{list(given_frames)}, generated {list(generated_frames)}.")
     masks = tuple(model_layer_masks(model, use_temporal=use_temporal))
-    if not _causal_in_order(model.config.layout, masks, tuple(generated_frames)):
-        raise ConfigError(f"speculative decoding needs masks that are causal in slot order among the generated "
-                          f"frames {list(generated_frames)} (a drafted slot must not see a later one); this "
-                          f"'{model.config.stage.value}' model's masks are not. Turn `speculative` off for it.")
+    problem = _mask_problem(model.config.layout, masks, tuple(given_frames), tuple(generated_frames))
+    if problem:
+        raise ConfigError(f"speculative decoding needs masks under which {problem}; this "
+                          f"'{model.config.stage.value}' model's masks do not allow that for given frames "
+                          f"{list(given_frames)} and generated frames {list(generated_frames)}. Turn "
+                          "`speculative` off for it.")
+
+
+def check_options(options: DecodeOptions) -> None:
+    """What speculation needs of the options, checked even where a run would not draft (a full batch).
+
+    Raises:
+        ConfigError: A sampler that samples, or ``compile`` on.
+    """
+    if not is_deterministic(options.sampler):
+        raise ConfigError(f"speculative decoding is exact only with a deterministic sampler such as greedy; "
+                          f"{type(options.sampler).__name__} samples. Use token_sampler {{name: greedy}} or turn "
+                          "`speculative` off.")
+    if options.compile:
+        raise ConfigError("speculative decoding does not run compiled (its passes change length every pass); "
+                          "turn `compile` or `speculative` off.")
 
 
 @lru_cache(maxsize=32)
-def _causal_in_order(layout, layer_masks, generated_frames: tuple[int, ...]) -> bool:
-    """Whether no generated slot attends, in any layer and channel, to a generated slot after it.
+def _mask_problem(layout, layer_masks, given_frames: tuple[int, ...], generated_frames: tuple[int, ...]) -> str | None:
+    """Why one pass over drafted slots would not equal one pass per slot under these masks (None: it would).
 
-    This is what makes one pass over drafted slots equal to one pass per slot: slot ``q``'s keys
-    and logits then depend only on the inputs of slots up to ``q`` (memoised: masks are hashable).
+    It does when no given slot sees a generated one (the prefix pass is fed first), no generated
+    slot sees a generated slot after it, and no slot sees a frame that is never fed: then slot
+    ``q``'s keys and logits depend only on the given frames and the inputs of generated slots up to
+    ``q``, layer by layer. Each distinct mask is evaluated once (memoised: masks are hashable).
     """
-    slots = torch.cat([torch.arange(layout.frame_range(t).start, layout.frame_range(t).stop)
-                       for t in generated_frames])
-    later = slots.unsqueeze(0) > slots.unsqueeze(1)  # [q, k]: k comes after q
-    return not any(bool((mask.dense(slots, slots, None)[0] & later).any())
-                   for masks in layer_masks for mask in masks)
+    def slots_of(frames):
+        ranges = [torch.arange(layout.frame_range(t).start, layout.frame_range(t).stop) for t in frames]
+        return torch.cat(ranges) if ranges else torch.zeros(0, dtype=torch.long)
+
+    given, generated = slots_of(given_frames), slots_of(generated_frames)
+    absent = slots_of([t for t in range(layout.frames) if t not in set(given_frames) | set(generated_frames)])
+    later = generated.unsqueeze(0) > generated.unsqueeze(1)  # [q, k]: k comes after q
+    distinct = list(dict.fromkeys(mask for masks in layer_masks for mask in masks))  # in layer order
+    if given.numel() and any(bool(m.dense(given, generated, None).any()) for m in distinct):
+        return "no given frame sees a generated one"
+    if any(bool((m.dense(generated, generated, None)[0] & later).any()) for m in distinct):
+        return "no generated slot sees a later one (causal in slot order)"
+    present = torch.cat([given, generated])
+    if absent.numel() and any(bool(m.dense(present, absent, None).any()) for m in distinct):
+        return "no frame sees a frame that is neither given nor generated"
+    return None
 
 
 @torch.no_grad()
