@@ -367,6 +367,7 @@ def speculative_in_between_frames(runs: int) -> list[str]:
 
     from cogframe.config.recipes import asset_path
     from cogframe.core.generation.generate import interpolate
+    from cogframe.core.generation.prompts import encode_prompts
     from cogframe.core.generation.speculative import draft_length
     from cogframe.core.training.checkpoint import load_model_weights
     from cogframe.plugins.dataset_moving_shapes import MovingShapes
@@ -382,17 +383,13 @@ def speculative_in_between_frames(runs: int) -> list[str]:
     # Clips of 33 frames at 8 fps (4.125 s of whole frames): frames 0, 8, ..., 32 are key frames at 1 fps.
     clips = MovingShapes(num_clips=4, size=32, split="val", min_seconds=4.125, max_seconds=4.125)
 
-    def prompt(captions, prefix):
-        rows = [tokenizer.encode_prompt(c, text_len, prefix=prefix) for c in captions]
-        return TextPrompt(torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]))
-
     lines = ["| prompts | slots drafted a pass (rounds 1-3) | waves: passes | waves (s) | speculative: passes | "
              "speculative (s) | speed-up | same frames |", "|---:|---|---:|---:|---:|---:|---:|---|"]
     for batch in (1, 2, 4):
         picked = [clips[i] for i in range(batch)]
         pixels = torch.stack([torch.from_numpy(c.frames[0:33:8]) for c in picked])  # [B, 5, H, W, 3]
         key = vqvae.encode(pixels.flatten(0, 1).permute(0, 3, 1, 2)).reshape(batch, 5, *vqvae.grid_size(32, 32))
-        prompts = [prompt([c.caption for c in picked], p) for p in ("2.0s", "1.0s", "0.5s")]
+        prompts = [encode_prompts(tokenizer, [c.caption for c in picked], text_len, p) for p in ("2.0s", "1.0s", "0.5s")]
         drafts = ", ".join(str(draft_length(batch * (2 << r))) for r in range(3))
         times = {False: [], True: []}
         out = {}

@@ -31,16 +31,17 @@ HALF_GAP = {1: 4, 2: 2, 3: 1}  # frames from a round-r frame to the neighbours i
 
 
 def _along_axis(frames: np.ndarray, direction: str) -> np.ndarray | None:
-    """Centroid along the caption's axis (positive = the caption's way) of each frame, None if one is empty."""
-    from cogframe.core.metrics.motion import AXES
+    """Centroid along the caption's axis (positive = the caption's way) of each frame, None if one is empty.
 
-    masks = frames.max(-1) >= 100
-    counts = masks.sum((1, 2))
-    if (counts == 0).any():
+    The object and its centroid as ``cogframe eval``'s motion metrics find them (core/metrics/motion.py).
+    """
+    from cogframe.core.metrics.motion import AXES, _centroids
+
+    path = _centroids(frames.max(-1) >= 100)
+    if path is None:
         return None
     axis, sign = AXES[direction]
-    profile = masks.sum(1 if axis == 0 else 2)  # [T, side]: mass along the axis
-    return sign * (profile * np.arange(profile.shape[1])).sum(1) / counts
+    return sign * path[:, axis]
 
 
 def _placements(along: np.ndarray) -> dict[int, list[float]]:
@@ -63,7 +64,7 @@ def main() -> None:
     from cogframe.config.recipes import asset_path
     from cogframe.core.generation.decoder import DecodeOptions
     from cogframe.core.generation.generate import interpolate
-    from cogframe.core.generation.prompts import TextPrompt
+    from cogframe.core.generation.prompts import encode_prompts
     from cogframe.core.model.presets import build_model
     from cogframe.core.training.checkpoint import load_model_weights
     from cogframe.plugins.dataset_moving_shapes import MovingShapes
@@ -79,10 +80,6 @@ def main() -> None:
     text_len = model.config.layout.text_len
     clips = MovingShapes(num_clips=args.n, size=32, split="val", seed=args.seed, min_seconds=4.125, max_seconds=8.0)
 
-    def prompt(captions, prefix):
-        rows = [tokenizer.encode_prompt(c, text_len, prefix=prefix) for c in captions]
-        return TextPrompt(torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]))
-
     def pixels(tokens: torch.Tensor) -> np.ndarray:
         out = vqvae.decode(tokens.reshape(-1, *tokens.shape[-2:])).permute(0, 2, 3, 1).numpy()
         return (out * 255).round().astype(np.uint8).reshape(*tokens.shape[:2], *out.shape[1:])
@@ -96,7 +93,8 @@ def main() -> None:
         tokens = vqvae.encode(torch.from_numpy(frames.reshape(-1, *frames.shape[2:])).permute(0, 3, 1, 2))
         tokens = tokens.reshape(len(batch), FRAMES, *tokens.shape[1:])
         filled = interpolate(model, tokens[:, ::KEY_STEP],
-                             [prompt([c.caption for c in batch], p) for p in ("2.0s", "1.0s", "0.5s")],
+                             [encode_prompts(tokenizer, [c.caption for c in batch], text_len, p)
+                              for p in ("2.0s", "1.0s", "0.5s")],
                              boi_id=tokenizer.boi_id, options=DecodeOptions(GreedySampler(), parallel=True)).frames
         for clip, g, r in zip(batch, pixels(filled), pixels(tokens)):
             ga, ra = _along_axis(g, clip.metadata["direction"]), _along_axis(r, clip.metadata["direction"])

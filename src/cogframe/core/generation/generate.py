@@ -114,17 +114,27 @@ def generate_key_frames(
     if tuple(first_frame.shape) != expected:
         raise ShapeError(f"first_frame must be [batch, height, width] = {expected}, got "
                          f"{tuple(first_frame.shape)}.")
-    frames = dict(given_frames=layout.given_frames(Stage.SEQUENTIAL),
-                  generated_frames=layout.target_frames(Stage.SEQUENTIAL), given=first_frame.unsqueeze(1))
-    if options.speculative:  # refused alike whether or not this batch drafts
-        check_options(options)
-    # Drafting pays only while a pass has few rows (speculative.DRAFT_ROWS); a full batch decodes as usual.
-    if options.speculative and not return_logits and draft_length(prompt.batch) > 1:
-        rest = decode_frames_speculative(model, prompt, boi_id=boi_id, options=options, **frames)
-    else:
-        rest = decode_frames(model, prompt, boi_id=boi_id, options=options, return_logits=return_logits, **frames)
+    rest = _decode(model, prompt, boi_id=boi_id, options=options, return_logits=return_logits,
+                   given_frames=layout.given_frames(Stage.SEQUENTIAL),
+                   generated_frames=layout.target_frames(Stage.SEQUENTIAL), given=first_frame.unsqueeze(1))
     rest.passes += passes
     return rest
+
+
+def _decode(model, prompt: TextPrompt, *, boi_id: int, options: DecodeOptions, streams: torch.Tensor | None = None,
+            return_logits: bool = False, **frames) -> DecodeResult:
+    """:func:`decode_frames`, or the speculative decoder where ``options.speculative`` asks for it and it pays.
+
+    Drafting pays only while a pass has few rows (``speculative.DRAFT_ROWS``): a full batch decodes
+    as usual, and is refused alike when the options do not allow speculation. ``frames``: the
+    given and generated frames (``given_frames``, ``generated_frames``, ``given``).
+    """
+    if options.speculative and not return_logits and draft_length(prompt.batch) > 1:
+        return decode_frames_speculative(model, prompt, boi_id=boi_id, options=options, **frames)
+    if options.speculative:
+        check_options(options)
+    return decode_frames(model, prompt, boi_id=boi_id, options=options, streams=streams,
+                         return_logits=return_logits, **frames)
 
 
 def window_streams(batch: int, windows: int, round_index: int) -> torch.Tensor:
@@ -180,21 +190,14 @@ def interpolate_round(
     negative = options.negative.expand(batch).repeat_interleave(count) if options.negative else None
     streams = window_streams(batch, count, round_index)
     step = window_batch or flat.shape[0]
-    if options.speculative:  # refused alike whether or not these windows draft
-        check_options(options)
     outs, passes = [], 0
     for start in range(0, flat.shape[0], step):
         rows = slice(start, start + step)
         chunk_options = dataclasses.replace(
             options, negative=TextPrompt(negative.ids[rows], negative.mask()[rows]) if negative else None)
-        chunk_prompt = TextPrompt(prompt.ids[rows], prompt.mask()[rows])
-        frames_of = dict(given_frames=given_frames, generated_frames=generated, given=flat[rows])
-        if options.speculative and draft_length(chunk_prompt.batch) > 1:
-            result = decode_frames_speculative(model, chunk_prompt, boi_id=boi_id, options=chunk_options,
-                                               **frames_of)
-        else:
-            result = decode_frames(model, chunk_prompt, boi_id=boi_id, options=chunk_options,
-                                   streams=streams[rows], **frames_of)
+        result = _decode(model, TextPrompt(prompt.ids[rows], prompt.mask()[rows]), boi_id=boi_id,
+                         options=chunk_options, given_frames=given_frames, generated_frames=generated,
+                         given=flat[rows], streams=streams[rows])
         outs.append(result.frames)
         passes += result.passes
     filled = torch.cat(outs).reshape(batch, count, *outs[0].shape[1:])

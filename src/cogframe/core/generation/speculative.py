@@ -36,7 +36,7 @@ from cogframe.core.generation.decoder import (
 )
 from cogframe.core.generation.prompts import TextPrompt
 from cogframe.core.generation.token_sampling import RowNoise
-from cogframe.core.generation.waves import model_layer_masks
+from cogframe.core.generation.waves import frame_slots, model_layer_masks
 from cogframe.errors import ConfigError
 
 __all__ = ["DRAFT_ROWS", "check_options", "decode_frames_speculative", "draft_length", "is_deterministic"]
@@ -103,12 +103,10 @@ def _mask_problem(layout, layer_masks, given_frames: tuple[int, ...], generated_
     ``q``'s keys and logits depend only on the given frames and the inputs of generated slots up to
     ``q``, layer by layer. Each distinct mask is evaluated once (memoised: masks are hashable).
     """
-    def slots_of(frames):
-        ranges = [torch.arange(layout.frame_range(t).start, layout.frame_range(t).stop) for t in frames]
-        return torch.cat(ranges) if ranges else torch.zeros(0, dtype=torch.long)
-
-    given, generated = slots_of(given_frames), slots_of(generated_frames)
-    absent = slots_of([t for t in range(layout.frames) if t not in set(given_frames) | set(generated_frames)])
+    # Natural slot order: generated frames come in increasing order (checked before), so this is
+    # also their decoding order.
+    given, generated = frame_slots(layout, given_frames), frame_slots(layout, generated_frames)
+    absent = frame_slots(layout, [t for t in range(layout.frames) if t not in set(given_frames) | set(generated_frames)])
     later = generated.unsqueeze(0) > generated.unsqueeze(1)  # [q, k]: k comes after q
     distinct = list(dict.fromkeys(mask for masks in layer_masks for mask in masks))  # in layer order
     if given.numel() and any(bool(m.dense(given, generated, None).any()) for m in distinct):
